@@ -1,0 +1,174 @@
+import { RunCancelledError, RunTimeoutError } from '../errors.ts'
+import { runProcess } from './agent-process.ts'
+import { buildCliArgs, type AgentSpec } from './cli-args.ts'
+import { LineSplitter, parseLine, type AgentEvent, type CliResult } from './stream-json.ts'
+
+export type RunStatus = 'completed' | 'failed' | 'timed_out' | 'cancelled'
+
+/** Stable codes for why a run did not complete; they appear as `error.code` on a job. */
+export type RunErrorCode =
+  | 'agent_not_found' | 'agent_spawn_failed' | 'agent_error' | 'api_error' | 'max_turns' | 'max_budget'
+  | 'agent_crashed' | 'no_result' | 'timeout' | 'cancelled' | 'workspace_error' | 'ref_not_found'
+
+export interface RunError {
+  code: RunErrorCode
+  message: string
+}
+
+export interface AgentOutput {
+  /** Raw stream-json lines kept, oldest first, at most `maxOutputBytes` of them. */
+  lines: string[]
+  /** Everything the agent printed on stdout, kept or not. */
+  bytes: number
+  keptBytes: number
+  truncated: boolean
+  stderrTail: string
+}
+
+export interface AgentOutcome {
+  status: RunStatus
+  error: RunError | null
+  result: CliResult | null
+  exit: { code: number | null, signal: string | null } | null
+  output: AgentOutput
+  init: Extract<AgentEvent, { type: 'init' }> | null
+}
+
+export interface RunAgentOptions {
+  bin: string
+  cwd: string
+  env: Readonly<Record<string, string>>
+  killGraceMs: number
+  maxOutputBytes: number
+  signal: AbortSignal
+  onEvent?: (event: AgentEvent) => void
+  onSpawn?: (pid: number) => void
+}
+
+const STDERR_TAIL_BYTES = 16 * 1024
+
+/** Runs `claude -p` once and says how it went, in every case: it resolves, it never throws. */
+export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Promise<AgentOutcome> {
+  const output: AgentOutput = { lines: [], bytes: 0, keptBytes: 0, truncated: false, stderrTail: '' }
+  let result: CliResult | null = null
+  let init: AgentOutcome['init'] = null
+  let apiError: Extract<AgentEvent, { type: 'api_error' }> | null = null
+  let overflowedLines = 0
+
+  const emit = (event: AgentEvent): void => {
+    if (event.type === 'result') result = event.result
+    else if (event.type === 'init') init = event
+    else if (event.type === 'api_error') apiError = event
+    try {
+      options.onEvent?.(event)
+    } catch {
+      // A follower's bug must not break the run.
+    }
+  }
+
+  const splitter = new LineSplitter({
+    maxLineBytes: options.maxOutputBytes,
+    onLine: (line, bytes) => {
+      if (output.keptBytes + bytes + 1 <= options.maxOutputBytes) {
+        output.lines.push(line)
+        output.keptBytes += bytes + 1
+      } else {
+        output.truncated = true
+      }
+      for (const event of parseLine(line)) emit(event)
+    },
+    onOverflow: () => {
+      overflowedLines++
+      output.truncated = true
+    },
+  })
+
+  let stderr = Buffer.alloc(0)
+  const exit = await runProcess({
+    bin: options.bin,
+    args: buildCliArgs(spec),
+    cwd: options.cwd,
+    env: options.env,
+    input: spec.prompt,
+    signal: options.signal,
+    killGraceMs: options.killGraceMs,
+    ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
+    onStdout: chunk => {
+      output.bytes += chunk.length
+      splitter.push(chunk)
+    },
+    onStderr: chunk => {
+      stderr = Buffer.concat([stderr, chunk])
+      if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES)
+    },
+  })
+  splitter.end()
+  output.stderrTail = stderr.toString('utf8')
+
+  const base = { result, init, output, exit: exit.spawnError ? null : { code: exit.exitCode, signal: exit.signal } }
+  const finalResult = result as CliResult | null
+
+  if (exit.spawnError) {
+    const notFound = exit.spawnError.code === 'ENOENT'
+    return {
+      ...base,
+      status: 'failed',
+      error: {
+        code: notFound ? 'agent_not_found' : 'agent_spawn_failed',
+        message: notFound
+          ? `the Claude Code CLI was not found: CLAUDE_BIN is ${JSON.stringify(options.bin)} (${exit.spawnError.code}); install @anthropic-ai/claude-code or point CLAUDE_BIN at it`
+          : `the Claude Code CLI could not be started (${exit.spawnError.code}): ${exit.spawnError.message}`,
+      },
+    }
+  }
+
+  // A run that really finished keeps its success even if a cancel arrived as it exited.
+  if (exit.exitCode === 0 && finalResult !== null && !finalResult.is_error) {
+    return { ...base, status: 'completed', error: null }
+  }
+
+  if (options.signal.aborted) {
+    const reason: unknown = options.signal.reason
+    if (reason instanceof RunTimeoutError) return { ...base, status: 'timed_out', error: { code: 'timeout', message: reason.message } }
+    const message = reason instanceof RunCancelledError ? reason.message : 'the run was cancelled'
+    return { ...base, status: 'cancelled', error: { code: 'cancelled', message } }
+  }
+
+  if (finalResult !== null && finalResult.is_error) {
+    return { ...base, status: 'failed', error: resultError(finalResult) }
+  }
+
+  const stderrLine = lastLines(output.stderrTail)
+  const how = exit.signal !== null ? `was killed by ${exit.signal}` : `exited with code ${exit.exitCode}`
+  if (finalResult !== null) {
+    // is_error false but a non-zero exit: trust the exit code.
+    return { ...base, status: 'failed', error: { code: 'agent_crashed', message: `the CLI reported success but ${how}${stderrLine ? `: ${stderrLine}` : ''}` } }
+  }
+  const recordedApiError = apiError as Extract<AgentEvent, { type: 'api_error' }> | null
+  if (recordedApiError !== null) {
+    return { ...base, status: 'failed', error: { code: 'api_error', message: recordedApiError.message } }
+  }
+  if (exit.exitCode !== 0) {
+    return { ...base, status: 'failed', error: { code: 'agent_crashed', message: `the CLI ${how} without a result${stderrLine ? `: ${stderrLine}` : ''}` } }
+  }
+  const why = overflowedLines > 0
+    ? ` (${overflowedLines} line(s) longer than MAX_OUTPUT_BYTES were dropped; the result may have been one of them)`
+    : ''
+  return { ...base, status: 'failed', error: { code: 'no_result', message: `the CLI exited 0 without a result message${why}${stderrLine ? `: ${stderrLine}` : ''}` } }
+}
+
+function resultError (result: CliResult): RunError {
+  const errors = Array.isArray(result.errors) ? result.errors.filter(error => typeof error === 'string' && error !== '') : []
+  const text = typeof result.result === 'string' && result.result !== '' ? result.result : ''
+  const message = errors.length > 0 ? errors.join('; ') : text !== '' ? text : `the agent failed (${result.subtype})`
+  if (result.subtype === 'error_max_turns') return { code: 'max_turns', message }
+  if (result.subtype === 'error_max_budget_usd') return { code: 'max_budget', message }
+  if (typeof result.api_error_status === 'number') return { code: 'api_error', message }
+  return { code: 'agent_error', message }
+}
+
+function lastLines (text: string, maxChars = 500): string {
+  const lines = text.split('\n').map(line => line.trim()).filter(line => line !== '')
+  const tail = lines.slice(-3).join(' | ')
+  return tail.length > maxChars ? `…${tail.slice(-maxChars)}` : tail
+}

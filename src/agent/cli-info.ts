@@ -1,0 +1,33 @@
+import { probeCommand } from './agent-process.ts'
+
+export type CliInfo =
+  | { state: 'checking', bin: string }
+  | { state: 'found', bin: string, version: string }
+  | { state: 'missing', bin: string, error: string }
+
+/**
+ * Asks `CLAUDE_BIN --version` once, in the background, so `/health` can tell ops whether the CLI is
+ * there and which version it is, without a health check ever waiting on a process.
+ */
+export class CliProbe {
+  #info: CliInfo
+  readonly #done: Promise<void>
+
+  constructor (bin: string, env: Readonly<Record<string, string>>) {
+    this.#info = { state: 'checking', bin }
+    this.#done = probeCommand(bin, ['--version'], { env, timeoutMs: 15_000 }).then(({ ok, output }) => {
+      this.#info = ok
+        ? { state: 'found', bin, version: output.split('\n')[0] ?? output }
+        : { state: 'missing', bin, error: output.split('\n')[0] || 'no output' }
+    })
+  }
+
+  get info (): CliInfo {
+    return this.#info
+  }
+
+  /** Resolves once the answer is in. */
+  get ready (): Promise<void> {
+    return this.#done
+  }
+}

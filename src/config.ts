@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto'
+import { tmpdir } from 'node:os'
+import { isAbsolute, join, resolve } from 'node:path'
+
+/**
+ * Every setting the service reads from its environment, in one table: the variable, its default,
+ * how it is parsed and checked. `Config` is derived from this table, so the two cannot drift, and
+ * the README's configuration table is checked against it by a test.
+ */
+type Parser<T> = (raw: string, name: string) => T
+
+interface Setting<T> {
+  env: string
+  default: T | (() => T)
+  parse: Parser<T>
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const fail = (name: string, expected: string, raw: string): never => {
+  throw new ConfigError(`${name} must be ${expected}, got ${JSON.stringify(raw)}`)
+}
+
+const string = (): Parser<string> => (raw, name) => raw.trim() === '' ? fail(name, 'a non-empty string', raw) : raw.trim()
+
+const optionalString = (): Parser<string | undefined> => raw => raw.trim() === '' ? undefined : raw.trim()
+
+const integer = (min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> => (raw, name) => {
+  const value = Number(raw.trim())
+  if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+    return fail(name, `an integer from ${min} to ${max}`, raw)
+  }
+  return value
+}
+
+const seconds = (min: number, max: number): Parser<number> => (raw, name) => {
+  const value = Number(raw.trim())
+  if (raw.trim() === '' || !Number.isFinite(value) || value < min || value > max) {
+    return fail(name, `a number of seconds from ${min} to ${max}`, raw)
+  }
+  return value
+}
+
+const boolean = (): Parser<boolean> => (raw, name) => {
+  const value = raw.trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true
+  if (['0', 'false', 'no', 'off', ''].includes(value)) return false
+  return fail(name, 'a boolean (true/false, 1/0, yes/no)', raw)
+}
+
+const list = (check?: (item: string, name: string) => void): Parser<string[]> => (raw, name) => {
+  const items = raw.split(',').map(item => item.trim()).filter(item => item !== '')
+  for (const item of items) check?.(item, name)
+  return items
+}
+
+const oneOf = <T extends string>(values: readonly T[]): Parser<T> => (raw, name) => {
+  const value = raw.trim() as T
+  return values.includes(value) ? value : fail(name, `one of ${values.join(', ')}`, raw)
+}
+
+const path = (): Parser<string> => (raw, name) => {
+  const value = string()(raw, name)
+  return isAbsolute(value) ? value : resolve(value)
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+// The choices of `claude --permission-mode` (2.1.332).
+const PERMISSION_MODES = ['acceptEdits', 'auto', 'bypassPermissions', 'manual', 'dontAsk', 'plan'] as const
+const SYSTEM_PROMPT_MODES = ['append', 'replace'] as const
+const MiB = 1024 * 1024
+
+const settings = {
+  host: { env: 'HOST', default: '127.0.0.1', parse: string() },
+  port: { env: 'PORT', default: 8080, parse: integer(0, 65535) },
+  authTokens: {
+    env: 'AUTH_TOKENS',
+    default: (): string[] => [],
+    parse: list((token, name) => {
+      if (token.length < 16) throw new ConfigError(`${name}: every token must be at least 16 characters`)
+      if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${name}: tokens must be printable ASCII without spaces`)
+    }),
+  },
+  maxConcurrency: { env: 'MAX_CONCURRENCY', default: 10, parse: integer(1, 1000) },
+  maxQueueDepth: { env: 'MAX_QUEUE_DEPTH', default: 100, parse: integer(0, 1_000_000) },
+  jobTimeoutSeconds: { env: 'JOB_TIMEOUT_SECONDS', default: 1800, parse: seconds(1, 7 * 24 * 3600) },
+  jobTtlSeconds: { env: 'JOB_TTL_SECONDS', default: 3600, parse: seconds(0, 30 * 24 * 3600) },
+  maxFinishedJobs: { env: 'MAX_FINISHED_JOBS', default: 1000, parse: integer(1, 10_000_000) },
+  maxRetainedBytes: { env: 'MAX_RETAINED_BYTES', default: 256 * MiB, parse: integer(MiB, 64 * 1024 * MiB) },
+  claudeBin: { env: 'CLAUDE_BIN', default: 'claude', parse: string() },
+  workspaceRoot: { env: 'WORKSPACE_ROOT', default: () => join(tmpdir(), 'claude-runner'), parse: path() },
+  maxOutputBytes: { env: 'MAX_OUTPUT_BYTES', default: 8 * MiB, parse: integer(64 * 1024, 1024 * MiB) },
+  killGraceSeconds: { env: 'KILL_GRACE_SECONDS', default: 10, parse: seconds(0, 600) },
+  logLevel: { env: 'LOG_LEVEL', default: 'info' as (typeof LOG_LEVELS)[number], parse: oneOf(LOG_LEVELS) },
+  agentPermissionMode: {
+    env: 'AGENT_PERMISSION_MODE',
+    default: undefined as (typeof PERMISSION_MODES)[number] | undefined,
+    parse: (raw: string, name: string) => raw.trim() === '' ? undefined : oneOf(PERMISSION_MODES)(raw, name),
+  },
+  agentEnvPassthrough: {
+    env: 'AGENT_ENV_PASSTHROUGH',
+    default: (): string[] => [],
+    parse: list((item, name) => {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(item)) throw new ConfigError(`${name}: ${JSON.stringify(item)} is not an environment variable name`)
+    }),
+  },
+  systemPromptMode: { env: 'OPENAI_SYSTEM_PROMPT_MODE', default: 'append' as (typeof SYSTEM_PROMPT_MODES)[number], parse: oneOf(SYSTEM_PROMPT_MODES) },
+  openaiModels: { env: 'OPENAI_MODELS', default: (): string[] => ['haiku', 'sonnet', 'opus'], parse: list() },
+  baseRepo: { env: 'BASE_REPO', default: undefined as string | undefined, parse: optionalString() },
+  baseRef: { env: 'BASE_REF', default: undefined as string | undefined, parse: optionalString() },
+  baseRefreshSeconds: { env: 'BASE_REFRESH_SECONDS', default: 300, parse: seconds(0, 7 * 24 * 3600) },
+  gitCryptKey: { env: 'GIT_CRYPT_KEY', default: undefined as string | undefined, parse: optionalString() },
+  allowPush: { env: 'ALLOW_PUSH', default: false, parse: boolean() },
+  maxDiffBytes: { env: 'MAX_DIFF_BYTES', default: MiB, parse: integer(1024, 256 * MiB) },
+  shutdownGraceSeconds: { env: 'SHUTDOWN_GRACE_SECONDS', default: 30, parse: seconds(0, 3600) },
+} satisfies Record<string, Setting<unknown>>
+
+type Settings = typeof settings
+export type Config = { [K in keyof Settings]: ReturnType<Settings[K]['parse']> } & {
+  /** True when AUTH_TOKENS was unset and the service made a token of its own. */
+  authTokensGenerated: boolean
+}
+
+/** The environment variables the service reads, for docs and tests. */
+export const CONFIG_VARIABLES: readonly string[] = Object.values(settings).map(setting => setting.env)
+
+const defaultOf = <T>(setting: Setting<T>): T =>
+  typeof setting.default === 'function' ? (setting.default as () => T)() : setting.default
+
+/**
+ * Reads the configuration from `env`. Throws a `ConfigError` naming the variable when a value is
+ * invalid, so the service never starts on a half-understood configuration.
+ */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+  const config: Record<string, unknown> = {}
+  for (const [key, setting] of Object.entries(settings) as Array<[string, Setting<unknown>]>) {
+    const raw = env[setting.env]
+    config[key] = raw === undefined ? defaultOf(setting) : setting.parse(raw, setting.env)
+  }
+  return withAuthTokens(config as Omit<Config, 'authTokensGenerated'>)
+}
+
+/** The defaults with `overrides` on top: what tests and embedders start from. */
+export function defaultConfig (overrides: Partial<Config> = {}): Config {
+  const config: Record<string, unknown> = {}
+  for (const [key, setting] of Object.entries(settings) as Array<[string, Setting<unknown>]>) {
+    config[key] = defaultOf(setting)
+  }
+  return withAuthTokens({ ...config, ...overrides } as Omit<Config, 'authTokensGenerated'>)
+}
+
+function withAuthTokens (config: Omit<Config, 'authTokensGenerated'>): Config {
+  if (config.authTokens.length > 0) return { ...config, authTokensGenerated: false }
+  // Never run open: with no token configured, make one and let the server log it once.
+  return { ...config, authTokens: [randomBytes(24).toString('base64url')], authTokensGenerated: true }
+}

@@ -1,0 +1,73 @@
+/**
+ * Every error a client can see, in one place: a stable `code`, the HTTP status it answers with,
+ * and a message that says what to do. Clients branch on `code`; the message is for people.
+ */
+export const ErrorCodes = {
+  unauthorized: 401,
+  validation_error: 400,
+  invalid_ref: 400,
+  push_not_allowed: 400,
+  callback_not_allowed: 400,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  not_found: 404,
+  job_not_found: 404,
+  job_finished: 409,
+  idempotency_conflict: 422,
+  queue_full: 429,
+  shutting_down: 503,
+  internal_error: 500,
+} as const
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class AppError extends Error {
+  override name = 'AppError'
+  readonly code: ErrorCode
+  readonly statusCode: number
+  /** Extra fields for the error body, e.g. the state of a finished job. */
+  readonly details: Record<string, unknown> | undefined
+  /** Response headers that go with the error, e.g. `Retry-After`. */
+  readonly headers: Record<string, string> | undefined
+
+  constructor (code: ErrorCode, message: string, options: { details?: Record<string, unknown>, headers?: Record<string, string>, cause?: unknown } = {}) {
+    super(message, { cause: options.cause })
+    this.code = code
+    this.statusCode = ErrorCodes[code]
+    this.details = options.details
+    this.headers = options.headers
+  }
+}
+
+/**
+ * Why a run stopped before its agent finished. These travel as `AbortSignal` reasons, so whoever
+ * observes the abort can tell a timeout from a cancellation from a shutdown.
+ */
+export class RunTimeoutError extends Error {
+  override name = 'RunTimeoutError'
+  readonly timeoutMs: number
+  constructor (timeoutMs: number) {
+    super(`the run exceeded its timeout of ${formatSeconds(timeoutMs)}`)
+    this.timeoutMs = timeoutMs
+  }
+}
+
+export type CancelReason = 'user' | 'shutdown' | 'client_disconnected'
+
+export class RunCancelledError extends Error {
+  override name = 'RunCancelledError'
+  readonly reason: CancelReason
+  constructor (reason: CancelReason) {
+    super(reason === 'user'
+      ? 'the job was cancelled'
+      : reason === 'shutdown'
+        ? 'the job was cancelled because the service is shutting down'
+        : 'the client went away before the answer was ready')
+    this.reason = reason
+  }
+}
+
+export function formatSeconds (ms: number): string {
+  const s = ms / 1000
+  return `${Number.isInteger(s) ? s : s.toFixed(3)}s`
+}

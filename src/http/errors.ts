@@ -1,0 +1,78 @@
+import type { FastifyError } from 'fastify'
+import { AppError, ErrorCodes, type ErrorCode } from '../errors.ts'
+import { NAME_PATTERN } from '../schemas/common.ts'
+
+export interface HttpError {
+  statusCode: number
+  code: string
+  message: string
+  details: Record<string, unknown>
+  headers: Record<string, string>
+}
+
+interface AjvIssue {
+  instancePath: string
+  keyword: string
+  message?: string
+  params: Record<string, unknown>
+}
+
+/** Maps any error a request can meet to one status, a stable code and a useful message. */
+export function toHttpError (error: unknown): HttpError {
+  if (error instanceof AppError) {
+    return { statusCode: error.statusCode, code: error.code, message: error.message, details: error.details ?? {}, headers: error.headers ?? {} }
+  }
+  const fastifyError = error as FastifyError & { validation?: AjvIssue[], validationContext?: string }
+  if (Array.isArray(fastifyError.validation)) {
+    const { field, message } = describeValidation(fastifyError.validation, fastifyError.validationContext ?? 'body')
+    return make('validation_error', message, { field })
+  }
+  switch (fastifyError.code) {
+    case 'FST_BEARER_AUTH_MISSING_AUTHORIZATION_HEADER':
+    case 'FST_BEARER_AUTH_INVALID_AUTHORIZATION_HEADER':
+      return {
+        ...make('unauthorized', 'a valid bearer token is required: send "Authorization: Bearer <token>" with one of the AUTH_TOKENS'),
+        headers: { 'www-authenticate': 'Bearer' },
+      }
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return make('payload_too_large', 'the request body is too large (a prompt may be up to 1 MiB)')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return make('unsupported_media_type', 'send the body as JSON with "Content-Type: application/json"')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return make('validation_error', 'the body is empty; send a JSON object', { field: 'body' })
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return make('validation_error', `the body is not valid JSON: ${fastifyError.message}`, { field: 'body' })
+  }
+  if (fastifyError instanceof SyntaxError || (fastifyError.statusCode === 400 && typeof fastifyError.message === 'string')) {
+    return make('validation_error', `the body is not valid JSON: ${fastifyError.message}`, { field: 'body' })
+  }
+  return make('internal_error', 'internal error; the service log has the details')
+}
+
+function make (code: ErrorCode, message: string, details: Record<string, unknown> = {}): HttpError {
+  return { statusCode: ErrorCodes[code], code, message, details, headers: {} }
+}
+
+/** Turns the first schema violation into a message that names the field and says what was expected. */
+export function describeValidation (issues: AjvIssue[], context: string): { field: string, message: string } {
+  const issue = issues[0]
+  if (issue === undefined) return { field: context, message: `${context} is invalid` }
+  const path = issue.instancePath.split('/').filter(Boolean).join('.')
+  const at = (name: string): string => [path, name].filter(Boolean).join('.')
+  switch (issue.keyword) {
+    case 'additionalProperties': {
+      const field = at(String(issue.params.additionalProperty))
+      return { field, message: `${context}.${field} is not a known field` }
+    }
+    case 'required': {
+      const field = at(String(issue.params.missingProperty))
+      return { field, message: `${context}.${field} is required` }
+    }
+    case 'pattern':
+      if (issue.params.pattern === NAME_PATTERN) {
+        return { field: path, message: `${context}.${path} must be a name: letters, digits, ".", "_", "-", ":", starting with a letter or digit` }
+      }
+      break
+  }
+  return { field: path || context, message: `${context}${path ? `.${path}` : ''} ${issue.message ?? 'is invalid'}` }
+}

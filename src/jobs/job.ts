@@ -1,0 +1,141 @@
+import type { AgentOutcome, AgentOutput, RunError } from '../agent/agent-run.ts'
+import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
+import type { CancelReason } from '../errors.ts'
+import type { WorkspaceChanges } from '../workspace/workspace.ts'
+import { EventLog } from './event-log.ts'
+
+export const JobStatus = {
+  queued: 'queued',
+  running: 'running',
+  completed: 'completed',
+  failed: 'failed',
+  timed_out: 'timed_out',
+  cancelled: 'cancelled',
+} as const
+export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus]
+
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'timed_out', 'cancelled'])
+
+/** Finer than status: where a running job is. `status` stays `running` through all three. */
+export type ExecutionPhase = 'preparing' | 'running' | 'collecting'
+export type JobPhase = 'queued' | ExecutionPhase | 'finished'
+
+/** The fields of `POST /execute`, as validated. */
+export interface JobRequest {
+  prompt: string
+  agent?: string | undefined
+  model?: string | undefined
+  ref?: string | undefined
+  push?: boolean | undefined
+  timeout_seconds?: number | undefined
+  max_turns?: number | undefined
+  max_budget_usd?: number | undefined
+  metadata?: Record<string, unknown> | undefined
+  callback_url?: string | undefined
+}
+
+export interface JobLimits {
+  /** The execution timeout that applies (the request's or the default). */
+  timeoutMs: number
+}
+
+/**
+ * One submitted job and everything known about it. Mutated only by the JobService that owns it;
+ * read by routes through the job view.
+ */
+export class Job {
+  readonly id: string
+  readonly seq: number
+  readonly request: JobRequest
+  readonly limits: JobLimits
+  readonly createdAt: number
+  readonly idempotencyKey: string | undefined
+  readonly events: EventLog
+  status: JobStatus = 'queued'
+  phase: JobPhase = 'queued'
+  startedAt: number | undefined
+  finishedAt: number | undefined
+  readonly phaseMs: Partial<Record<ExecutionPhase, number>> = {}
+  #phaseStartedAt: number | undefined
+  pid: number | undefined
+  agent: { session_id: string | null, model: string | null, claude_code_version: string | null } | undefined
+  result: CliResult | null = null
+  exit: AgentOutcome['exit'] = null
+  error: RunError | null = null
+  output: AgentOutput | null = null
+  changes: WorkspaceChanges | null = null
+  cancel: { requestedAt: number, reason: CancelReason } | undefined
+  callback: { attempts: Array<{ at: number, status: number | null, error: string | null, duration_ms: number }>, delivered: boolean | null } | undefined
+  readonly #done: PromiseWithResolvers<void> = Promise.withResolvers<void>()
+
+  constructor (init: { id: string, seq: number, request: JobRequest, limits: JobLimits, createdAt: number, idempotencyKey?: string | undefined, events: EventLog }) {
+    this.id = init.id
+    this.seq = init.seq
+    this.request = init.request
+    this.limits = init.limits
+    this.createdAt = init.createdAt
+    this.idempotencyKey = init.idempotencyKey
+    this.events = init.events
+    if (init.request.callback_url !== undefined) this.callback = { attempts: [], delivered: null }
+  }
+
+  get terminal (): boolean {
+    return TERMINAL_STATUSES.has(this.status)
+  }
+
+  /** Resolves once the job is terminal. */
+  get done (): Promise<void> {
+    return this.#done.promise
+  }
+
+  start (now: number): void {
+    this.status = 'running'
+    this.startedAt = now
+    this.events.append('status', { status: this.status, phase: this.phase })
+  }
+
+  enterPhase (phase: ExecutionPhase, now: number): void {
+    this.#closePhase(now)
+    this.phase = phase
+    this.#phaseStartedAt = now
+    this.events.append('status', { status: this.status, phase })
+  }
+
+  recordAgentEvent (event: AgentEvent): void {
+    if (event.type === 'init') {
+      this.agent = { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version }
+    }
+    this.events.append('agent', event)
+  }
+
+  finish (status: Exclude<JobStatus, 'queued' | 'running'>, now: number, outcome: Partial<Pick<Job, 'result' | 'exit' | 'error' | 'output' | 'changes'>> = {}): void {
+    if (this.terminal) return
+    this.#closePhase(now)
+    this.status = status
+    this.phase = 'finished'
+    this.finishedAt = now
+    if (outcome.result !== undefined) this.result = outcome.result
+    if (outcome.exit !== undefined) this.exit = outcome.exit
+    if (outcome.error !== undefined) this.error = outcome.error
+    if (outcome.output !== undefined) this.output = outcome.output
+    if (outcome.changes !== undefined) this.changes = outcome.changes
+    this.events.append('status', { status, phase: this.phase, error: this.error })
+    this.events.close()
+    this.#done.resolve()
+  }
+
+  /** Approximate bytes this job holds, for the store's memory budget. */
+  retainedBytes (): number {
+    return Buffer.byteLength(this.request.prompt) +
+      (this.output?.keptBytes ?? 0) +
+      (this.changes ? Buffer.byteLength(this.changes.diff) : 0) +
+      this.events.bytes +
+      2048
+  }
+
+  #closePhase (now: number): void {
+    if (this.phase === 'preparing' || this.phase === 'running' || this.phase === 'collecting') {
+      this.phaseMs[this.phase] = now - (this.#phaseStartedAt ?? now)
+    }
+  }
+}

@@ -1,0 +1,225 @@
+import { Type, type Static } from 'typebox'
+import type { Job } from '../jobs/job.ts'
+import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable } from './common.ts'
+
+export const MAX_PROMPT_BYTES = 1024 * 1024
+export const MAX_METADATA_BYTES = 16 * 1024
+
+const Name = (description: string) => Type.String({ minLength: 1, maxLength: NAME_MAX_LENGTH, pattern: NAME_PATTERN, description })
+
+export const ExecuteBody = Type.Object({
+  prompt: Type.String({ minLength: 1, maxLength: MAX_PROMPT_BYTES, description: 'The task for the agent; up to 1 MiB of UTF-8. Sent to the CLI on stdin.' }),
+  agent: Type.Optional(Name('Runs `.claude/agents/NAME.md` (or a built-in agent) as the main agent.')),
+  model: Type.Optional(Name('A model alias (haiku, sonnet, opus) or a full model id.')),
+  ref: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'Branch, tag or commit of BASE_REPO to check out (default: BASE_REF).' })),
+  push: Type.Optional(Type.Boolean({ description: 'Commit what the agent left and push it as branch claude-runner/<job_id> (needs ALLOW_PUSH).' })),
+  timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 7 * 24 * 3600, description: 'Execution timeout (not counting queue wait). Default JOB_TIMEOUT_SECONDS.' })),
+  max_turns: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+  max_budget_usd: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100_000 })),
+  metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { maxProperties: 64, description: 'Free-form JSON kept with the job (up to 16 KiB).' })),
+  callback_url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'POSTed the job JSON, signed, when it ends. The host must be in WEBHOOK_ALLOWED_HOSTS.' })),
+}, { additionalProperties: false })
+export type ExecuteBody = Static<typeof ExecuteBody>
+
+export const JobStatusSchema = Type.Enum(['queued', 'running', 'completed', 'failed', 'timed_out', 'cancelled'])
+
+const Result = Type.Object({
+  text: Nullable(Type.String()),
+  is_error: Type.Boolean(),
+  subtype: Type.String(),
+  num_turns: Nullable(Type.Integer()),
+  total_cost_usd: Nullable(Type.Number()),
+  usage: Nullable(AnyObject),
+  model_usage: Nullable(AnyObject),
+  session_id: Nullable(Type.String()),
+  duration_ms: Nullable(Type.Number()),
+  duration_api_ms: Nullable(Type.Number()),
+  terminal_reason: Nullable(Type.String()),
+  api_error_status: Nullable(Type.Integer()),
+  errors: Type.Array(Type.String()),
+  permission_denials: Type.Array(Type.Unknown()),
+}, { description: "The CLI's final `result` message." })
+
+const Changes = Type.Object({
+  base_commit: Type.String(),
+  head_commit: Type.String(),
+  commits: Type.Array(Type.Object({ sha: Type.String(), subject: Type.String() })),
+  files: Type.Array(Type.Object({ path: Type.String(), status: Type.String(), old_path: Type.Optional(Type.String()) })),
+  stats: Type.Object({ files_changed: Type.Integer(), insertions: Type.Integer(), deletions: Type.Integer() }),
+  diff: Type.String(),
+  diff_truncated: Type.Boolean(),
+  push: Nullable(Type.Object({
+    branch: Type.Optional(Type.String()),
+    commit: Type.Optional(Type.String()),
+    remote: Type.Optional(Type.String()),
+    error: Type.Optional(Type.String()),
+  })),
+}, { description: 'What the agent changed in its git workspace, measured against the commit it started from.' })
+
+export const JobView = Type.Object({
+  job_id: Type.String(),
+  status: JobStatusSchema,
+  phase: Type.Enum(['queued', 'preparing', 'running', 'collecting', 'finished']),
+  queue_position: Nullable(Type.Integer({ description: '1-based place in the queue while queued.' })),
+  created_at: Type.String({ format: 'date-time' }),
+  started_at: Nullable(Type.String({ format: 'date-time' })),
+  finished_at: Nullable(Type.String({ format: 'date-time' })),
+  queue_wait_ms: Nullable(Type.Integer()),
+  run_ms: Nullable(Type.Integer({ description: 'From leaving the queue to the end: preparing + running + collecting.' })),
+  phase_ms: Type.Object({
+    preparing: Type.Optional(Type.Integer()),
+    running: Type.Optional(Type.Integer()),
+    collecting: Type.Optional(Type.Integer()),
+  }),
+  timeout_seconds: Type.Number(),
+  request: Type.Object({
+    prompt: Type.String(),
+    agent: Nullable(Type.String()),
+    model: Nullable(Type.String()),
+    ref: Nullable(Type.String()),
+    push: Type.Boolean(),
+    timeout_seconds: Nullable(Type.Number()),
+    max_turns: Nullable(Type.Integer()),
+    max_budget_usd: Nullable(Type.Number()),
+    metadata: Nullable(AnyObject),
+    callback_url: Nullable(Type.String()),
+  }),
+  agent: Nullable(Type.Object({
+    pid: Nullable(Type.Integer()),
+    session_id: Nullable(Type.String()),
+    model: Nullable(Type.String()),
+    claude_code_version: Nullable(Type.String()),
+  })),
+  result: Nullable(Result),
+  exit: Nullable(Type.Object({ code: Nullable(Type.Integer()), signal: Nullable(Type.String()) })),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  output: Nullable(Type.Object({
+    bytes: Type.Integer({ description: 'Bytes the agent printed on stdout.' }),
+    kept_bytes: Type.Integer({ description: 'Bytes kept (at most MAX_OUTPUT_BYTES); see GET /jobs/{id}/output.' }),
+    lines: Type.Integer(),
+    truncated: Type.Boolean(),
+    stderr_tail: Type.String(),
+  })),
+  changes: Nullable(Changes),
+  cancel: Nullable(Type.Object({ requested_at: Type.String({ format: 'date-time' }), reason: Type.String() })),
+  callback: Nullable(Type.Object({
+    delivered: Nullable(Type.Boolean()),
+    attempts: Type.Array(Type.Object({
+      at: Type.String({ format: 'date-time' }),
+      status: Nullable(Type.Integer()),
+      error: Nullable(Type.String()),
+      duration_ms: Type.Integer(),
+    })),
+  })),
+})
+export type JobView = Static<typeof JobView>
+
+/** A lighter view for listings: no prompt, output or diff. */
+export const JobSummary = Type.Object({
+  job_id: Type.String(),
+  status: JobStatusSchema,
+  phase: Type.String(),
+  created_at: Type.String({ format: 'date-time' }),
+  started_at: Nullable(Type.String({ format: 'date-time' })),
+  finished_at: Nullable(Type.String({ format: 'date-time' })),
+  agent: Nullable(Type.String()),
+  model: Nullable(Type.String()),
+  ref: Nullable(Type.String()),
+  metadata: Nullable(AnyObject),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+  total_cost_usd: Nullable(Type.Number()),
+})
+export type JobSummary = Static<typeof JobSummary>
+
+const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+
+export function toJobView (job: Job, queuePosition: number | undefined): JobView {
+  const { request, result } = job
+  return {
+    job_id: job.id,
+    status: job.status,
+    phase: job.phase,
+    queue_position: queuePosition ?? null,
+    created_at: new Date(job.createdAt).toISOString(),
+    started_at: iso(job.startedAt),
+    finished_at: iso(job.finishedAt),
+    queue_wait_ms: job.startedAt === undefined ? null : job.startedAt - job.createdAt,
+    run_ms: job.startedAt === undefined || job.finishedAt === undefined ? null : job.finishedAt - job.startedAt,
+    phase_ms: { ...job.phaseMs },
+    timeout_seconds: job.limits.timeoutMs / 1000,
+    request: {
+      prompt: request.prompt,
+      agent: request.agent ?? null,
+      model: request.model ?? null,
+      ref: request.ref ?? null,
+      push: request.push === true,
+      timeout_seconds: request.timeout_seconds ?? null,
+      max_turns: request.max_turns ?? null,
+      max_budget_usd: request.max_budget_usd ?? null,
+      metadata: request.metadata ?? null,
+      callback_url: request.callback_url ?? null,
+    },
+    agent: job.pid === undefined && job.agent === undefined
+      ? null
+      : {
+          pid: job.pid ?? null,
+          session_id: job.agent?.session_id ?? null,
+          model: job.agent?.model ?? null,
+          claude_code_version: job.agent?.claude_code_version ?? null,
+        },
+    result: result === null
+      ? null
+      : {
+          text: typeof result.result === 'string' ? result.result : null,
+          is_error: result.is_error,
+          subtype: result.subtype,
+          num_turns: result.num_turns ?? null,
+          total_cost_usd: result.total_cost_usd ?? null,
+          usage: result.usage ?? null,
+          model_usage: result.modelUsage ?? null,
+          session_id: result.session_id ?? null,
+          duration_ms: result.duration_ms ?? null,
+          duration_api_ms: result.duration_api_ms ?? null,
+          terminal_reason: result.terminal_reason ?? null,
+          api_error_status: result.api_error_status ?? null,
+          errors: Array.isArray(result.errors) ? result.errors : [],
+          permission_denials: Array.isArray(result.permission_denials) ? result.permission_denials : [],
+        },
+    exit: job.exit,
+    error: job.error,
+    output: job.output === null
+      ? null
+      : {
+          bytes: job.output.bytes,
+          kept_bytes: job.output.keptBytes,
+          lines: job.output.lines.length,
+          truncated: job.output.truncated,
+          stderr_tail: job.output.stderrTail,
+        },
+    changes: job.changes,
+    cancel: job.cancel === undefined ? null : { requested_at: new Date(job.cancel.requestedAt).toISOString(), reason: job.cancel.reason },
+    callback: job.callback === undefined
+      ? null
+      : {
+          delivered: job.callback.delivered,
+          attempts: job.callback.attempts.map(attempt => ({ ...attempt, at: new Date(attempt.at).toISOString() })),
+        },
+  }
+}
+
+export function toJobSummary (job: Job): JobSummary {
+  return {
+    job_id: job.id,
+    status: job.status,
+    phase: job.phase,
+    created_at: new Date(job.createdAt).toISOString(),
+    started_at: iso(job.startedAt),
+    finished_at: iso(job.finishedAt),
+    agent: job.request.agent ?? null,
+    model: job.request.model ?? null,
+    ref: job.request.ref ?? null,
+    metadata: job.request.metadata ?? null,
+    error: job.error,
+    total_cost_usd: job.result?.total_cost_usd ?? null,
+  }
+}
