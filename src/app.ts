@@ -67,6 +67,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     forceCloseConnections: true,
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
+  // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
+  app.removeContentTypeParser('text/plain')
   const logger = app.log as Logger
 
   const folders = new WorkspaceFolders(config.workspaceRoot)
