@@ -14,6 +14,7 @@ import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { Runner } from './runner/runner.ts'
+import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
 
 export interface AppDeps {
@@ -76,7 +77,19 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (leftovers.length > 0) logger.warn({ count: leftovers.length, workspaces: leftovers }, 'removed workspaces left by an earlier run')
 
   const agentEnv = buildAgentEnv(deps.env ?? process.env, config.agentEnvPassthrough)
-  const workspaces: WorkspaceProvider = new DirectoryWorkspaces(folders)
+  const workspaces: WorkspaceProvider = config.baseRepo === undefined
+    ? new DirectoryWorkspaces(folders)
+    : new GitWorkspaces({
+      folders,
+      repo: config.baseRepo,
+      ref: config.baseRef,
+      refreshMs: config.baseRefreshSeconds * 1000,
+      gitCryptKey: config.gitCryptKey,
+      maxDiffBytes: config.maxDiffBytes,
+      agentEnv,
+      logger,
+      now,
+    })
   const runner = new Runner({ concurrency: config.maxConcurrency, maxQueueDepth: config.maxQueueDepth })
   const executor = new AgentExecutor({
     bin: config.claudeBin,

@@ -8,7 +8,7 @@ export type RunStatus = 'completed' | 'failed' | 'timed_out' | 'cancelled'
 /** Stable codes for why a run did not complete; they appear as `error.code` on a job. */
 export type RunErrorCode =
   | 'agent_not_found' | 'agent_spawn_failed' | 'agent_error' | 'api_error' | 'max_turns' | 'max_budget'
-  | 'agent_crashed' | 'no_result' | 'timeout' | 'cancelled' | 'workspace_error' | 'ref_not_found'
+  | 'agent_crashed' | 'no_result' | 'timeout' | 'cancelled' | 'workspace_error' | 'ref_not_found' | 'push_failed'
 
 export interface RunError {
   code: RunErrorCode

@@ -6,8 +6,23 @@ import { jobNotFound } from '../jobs/job-service.ts'
 import type { Job } from '../jobs/job.ts'
 import { ErrorBody } from '../schemas/common.ts'
 import { ExecuteBody, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobView } from '../schemas/job.ts'
+import { refProblem } from '../workspace/refs.ts'
 
 export const MAX_WAIT_SECONDS = 60
+
+function checkWorkspaceFields (body: ExecuteBody, { config }: AppContext): void {
+  if (body.ref !== undefined) {
+    if (config.baseRepo === undefined) {
+      throw new AppError('invalid_ref', 'body.ref needs a repository: the service has no BASE_REPO', { details: { field: 'ref' } })
+    }
+    const problem = refProblem(body.ref)
+    if (problem !== undefined) throw new AppError('invalid_ref', `body.ref ${problem}`, { details: { field: 'ref' } })
+  }
+  if (body.push === true) {
+    if (!config.allowPush) throw new AppError('push_not_allowed', 'body.push is not allowed here: the service runs without ALLOW_PUSH', { details: { field: 'push' } })
+    if (config.baseRepo === undefined) throw new AppError('push_not_allowed', 'body.push needs a repository: the service has no BASE_REPO', { details: { field: 'push' } })
+  }
+}
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) })
 
@@ -34,6 +49,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     if (body.metadata !== undefined && Buffer.byteLength(JSON.stringify(body.metadata)) > MAX_METADATA_BYTES) {
       throw new AppError('validation_error', `body.metadata is larger than ${MAX_METADATA_BYTES} bytes of JSON`, { details: { field: 'metadata' } })
     }
+    checkWorkspaceFields(body, ctx)
     const job = jobs.submit(body)
     void reply.code(202).header('location', `/jobs/${job.id}`)
     return view(job)

@@ -33,6 +33,8 @@ export interface AgentExecutorOptions {
   onError?: (error: unknown, context: string) => void
 }
 
+const COLLECT_AFTER_ABORT_MS = 60_000
+
 const emptyOutput = (): AgentOutcome['output'] => ({ lines: [], bytes: 0, keptBytes: 0, truncated: false, stderrTail: '' })
 
 /**
@@ -82,7 +84,13 @@ export class AgentExecutor {
       if (agentPid !== undefined) this.#live.delete(agentPid)
       hooks.onPhase?.('collecting')
       try {
-        const changes = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id })
+        // The timeout covers collecting too; but a run that already timed out or was cancelled
+        // still gets its changes collected, within a bound of their own.
+        const collectSignal = signal.aborted ? AbortSignal.timeout(COLLECT_AFTER_ABORT_MS) : signal
+        const changes = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal })
+        if (changes?.push != null && 'error' in changes.push) {
+          return { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
+        }
         return { ...outcome, changes }
       } catch (error) {
         this.#options.onError?.(error, 'collecting the workspace changes')

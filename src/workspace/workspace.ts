@@ -18,9 +18,16 @@ export interface Workspace {
   /** The agent's working directory. */
   readonly path: string
   /** What the run changed, or null where there is nothing to compare (a plain folder). */
-  collect (options: { push: boolean, jobId: string }): Promise<WorkspaceChanges | null>
+  collect (options: CollectOptions): Promise<WorkspaceChanges | null>
   /** Removes the workspace. Safe to call more than once; never throws. */
   dispose (): Promise<void>
+}
+
+export interface CollectOptions {
+  /** Commit what the agent left and push it (jobs with `push: true` whose agent completed). */
+  push: boolean
+  jobId: string
+  signal: AbortSignal
 }
 
 export interface PrepareOptions {
@@ -30,6 +37,8 @@ export interface PrepareOptions {
 
 /** Makes one isolated working directory per run. */
 export interface WorkspaceProvider {
+  /** Resolves when the provider can make workspaces (a git base is cloned); never rejects. */
+  readonly ready: Promise<void>
   prepare (id: string, options: PrepareOptions): Promise<Workspace>
   /** Health facts about the provider (e.g. the base repository's state). */
   describe (): Record<string, unknown>
@@ -103,6 +112,8 @@ export class WorkspaceFolders {
 /** A fresh, empty folder per run: used when there is no BASE_REPO, and for chat completions. */
 export class DirectoryWorkspaces implements WorkspaceProvider {
   readonly #folders: WorkspaceFolders
+
+  readonly ready = Promise.resolve()
 
   constructor (folders: WorkspaceFolders) {
     this.#folders = folders

@@ -1,0 +1,405 @@
+import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { chmod, copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { git, GitCommandError } from './git.ts'
+import { isCommitId } from './refs.ts'
+import { RwLock } from './rw-lock.ts'
+import { WorkspaceError, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from './workspace.ts'
+
+export interface GitWorkspacesOptions {
+  folders: WorkspaceFolders
+  /** BASE_REPO: a URL or a local path. */
+  repo: string
+  /** BASE_REF; default: the remote's HEAD. */
+  ref?: string | undefined
+  /** BASE_REFRESH_SECONDS in ms; 0 = fetch only at start-up and on demand. */
+  refreshMs: number
+  /** GIT_CRYPT_KEY: an exported git-crypt key. */
+  gitCryptKey?: string | undefined
+  maxDiffBytes: number
+  /** The agent's environment: git commands in a workspace the agent touched run with it. */
+  agentEnv: Readonly<Record<string, string>>
+  logger: Logger
+  now: () => number
+}
+
+type BaseState = 'initialising' | 'ready' | 'error'
+
+const PUSH_DISABLED = '/dev/null/push-disabled-by-claude-runner'
+const AGENT_IDENTITY = ['user.name=Claude Code (claude-runner)', 'user.email=claude-runner@localhost']
+const GIT_CRYPT_CONFIG = [
+  'filter.git-crypt.smudge="git-crypt" smudge',
+  'filter.git-crypt.clean="git-crypt" clean',
+  'filter.git-crypt.required=true',
+  'diff.git-crypt.textconv="git-crypt" diff',
+]
+const MAX_COMMITS = 1000
+/** Past this many packs in the base, a fetch is followed by a geometric repack. */
+const MAX_PACKS = 16
+
+/**
+ * Per-job git workspaces from a warm base repository.
+ *
+ * The base is a bare clone of BASE_REPO under WORKSPACE_ROOT/base.git, kept fresh by `git fetch`.
+ * A job's workspace is `git clone --local --no-checkout` of it (objects hardlinked, so it costs
+ * little), then the git-crypt key and filters when the repository uses git-crypt, then a checkout
+ * of the job's commit. Whatever changes the base (clone, fetch, repack) holds the write side of one
+ * lock; a workspace's clone holds the read side only while it links objects; the checkout and the
+ * agent's run hold nothing. (`git worktree` is never used: git-crypt breaks on worktrees, and they
+ * share the base's index locks.)
+ */
+export class GitWorkspaces implements WorkspaceProvider {
+  readonly #options: GitWorkspacesOptions
+  readonly #lock = new RwLock()
+  readonly #repo: string
+  readonly #base: string
+  readonly #keyCopy: string
+  readonly #checkoutWorkers = String(Math.max(1, Math.min(availableParallelism(), 8)))
+  #state: BaseState = 'initialising'
+  #defaultRef: string | undefined
+  #defaultCommit: string | undefined
+  #hasKey = false
+  #lastFetchAt: number | undefined
+  #lastError: string | undefined
+  #fetches = 0
+  #ready: Promise<void>
+  #refreshing: Promise<void> | undefined
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+
+  constructor (options: GitWorkspacesOptions) {
+    this.#options = options
+    this.#repo = isLocalPath(options.repo) ? resolve(options.repo) : options.repo
+    this.#base = join(options.folders.root, 'base.git')
+    this.#keyCopy = join(options.folders.root, 'git-crypt.key')
+    this.#ready = this.#initialise()
+  }
+
+  /** Resolves once the base is ready (or has failed; see `describe()`). */
+  get ready (): Promise<void> {
+    return this.#ready
+  }
+
+  describe (): Record<string, unknown> {
+    return {
+      kind: 'git',
+      repo: redactUrl(this.#repo),
+      state: this.#state,
+      ref: this.#defaultRef ?? null,
+      commit: this.#defaultCommit ?? null,
+      git_crypt: this.#hasKey ? 'unlocked' : 'no key',
+      fetches: this.#fetches,
+      last_fetch_at: this.#lastFetchAt === undefined ? null : new Date(this.#lastFetchAt).toISOString(),
+      last_error: this.#lastError ?? null,
+    }
+  }
+
+  async prepare (id: string, { ref, signal }: PrepareOptions): Promise<Workspace> {
+    await this.#ensureReady()
+    return this.#prepareAt(id, await this.#resolveOrFetch(ref), signal)
+  }
+
+  async #prepareAt (id: string, commit: string, signal: AbortSignal): Promise<Workspace> {
+    const path = this.#options.folders.pathFor(id)
+    try {
+      await this.#lock.read(() => git(this.#options.folders.jobs, [
+        'clone', '--local', '--no-checkout', '--quiet',
+        '-c', `remote.origin.pushurl=${PUSH_DISABLED}`,
+        ...AGENT_IDENTITY.flatMap(entry => ['-c', entry]),
+        ...(this.#hasKey ? GIT_CRYPT_CONFIG.flatMap(entry => ['-c', entry]) : ['-c', 'filter.git-crypt.required=true']),
+        '--', this.#base, path,
+      ], { signal, allowGitCrypt: true }))
+      if (this.#hasKey) {
+        const keys = join(path, '.git', 'git-crypt', 'keys')
+        await mkdir(keys, { recursive: true, mode: 0o700 })
+        await copyFile(this.#keyCopy, join(keys, 'default'))
+        await chmod(join(keys, 'default'), 0o600)
+      } else if (await this.#usesGitCrypt(commit)) {
+        throw new WorkspaceError('workspace_error', 'BASE_REPO uses git-crypt at this commit but the service has no key: set GIT_CRYPT_KEY, or point BASE_REPO at an unlocked clone')
+      }
+      await git(path, ['-c', `checkout.workers=${this.#checkoutWorkers}`, 'checkout', '--quiet', '--detach', commit], { signal, allowGitCrypt: this.#hasKey })
+    } catch (error) {
+      await this.#options.folders.discard(path)
+      if (signal.aborted || error instanceof WorkspaceError) throw error
+      throw new WorkspaceError('workspace_error', `could not create the workspace: ${(error as Error).message}`, { cause: error })
+    }
+    let disposed: Promise<void> | undefined
+    return {
+      path,
+      collect: options => this.#collect(path, commit, options),
+      dispose: () => (disposed ??= this.#options.folders.discard(path)),
+    }
+  }
+
+  /** Fetches BASE_REPO into the base; concurrent callers share one fetch. */
+  refresh (): Promise<void> {
+    this.#refreshing ??= this.#lock.write(() => this.#fetch()).finally(() => { this.#refreshing = undefined })
+    return this.#refreshing
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    clearInterval(this.#timer)
+    await this.#ready.catch(() => {})
+    await this.#refreshing?.catch(() => {})
+    await this.#options.folders.drain()
+  }
+
+  async #initialise (): Promise<void> {
+    try {
+      await this.#lock.write(async () => {
+        await this.#makeBase()
+        await this.#takeKey()
+        await this.#fetch()
+      })
+      if (this.#hasKey && this.#defaultCommit !== undefined && await this.#usesGitCrypt(this.#defaultCommit)) {
+        // Prove the key opens the repository now, not in the first job.
+        const probe = await this.#prepareAt(`warmup-${randomBytes(4).toString('hex')}`, this.#defaultCommit, new AbortController().signal)
+        await probe.dispose()
+      }
+      this.#state = 'ready'
+      this.#options.logger.info(this.describe(), 'base repository ready')
+    } catch (error) {
+      this.#state = 'error'
+      this.#lastError = (error as Error).message
+      this.#options.logger.error({ err: error, repo: redactUrl(this.#repo) }, 'base repository failed to initialise')
+    }
+    if (this.#options.refreshMs > 0 && !this.#closed) {
+      this.#timer = setInterval(() => {
+        this.refresh().catch(() => {})
+      }, this.#options.refreshMs)
+      this.#timer.unref()
+    }
+  }
+
+  /** A job that finds the base broken tries once to mend it before failing. */
+  async #ensureReady (): Promise<void> {
+    await this.#ready
+    if (this.#state === 'error') {
+      this.#state = 'initialising'
+      this.#ready = this.#initialise()
+      await this.#ready
+    }
+    if (this.#state !== 'ready') {
+      throw new WorkspaceError('workspace_error', `the base repository is not available: ${this.#lastError ?? 'unknown error'}`)
+    }
+  }
+
+  async #makeBase (): Promise<void> {
+    if (await exists(this.#base)) {
+      const url = await git(this.#base, ['config', '--get', 'remote.origin.url']).catch(() => '')
+      if (url.trim() === this.#repo) return
+      this.#options.logger.warn({ repo: redactUrl(this.#repo) }, 'the base repository under WORKSPACE_ROOT is of another BASE_REPO: cloning anew')
+      await rm(this.#base, { recursive: true, force: true })
+    }
+    const partial = `${this.#base}.partial`
+    await rm(partial, { recursive: true, force: true })
+    // gc.auto=0: nothing may repack or prune behind the lock's back. fetch.unpackLimit=1: fetched
+    // objects stay in packs, which clones hardlink as a few files instead of many loose objects.
+    await git(this.#options.folders.root, ['clone', '--bare', '--quiet', '-c', 'gc.auto=0', '-c', 'fetch.unpackLimit=1', '--', this.#repo, partial])
+    await git(partial, ['config', 'remote.origin.fetch', '+refs/heads/*:refs/heads/*'])
+    await rm(this.#base, { recursive: true, force: true })
+    await rename(partial, this.#base)
+  }
+
+  async #takeKey (): Promise<void> {
+    const candidates = this.#options.gitCryptKey !== undefined
+      ? [this.#options.gitCryptKey]
+      : isLocalPath(this.#repo)
+        ? [join(this.#repo, '.git', 'git-crypt', 'keys', 'default'), join(this.#repo, 'git-crypt', 'keys', 'default')]
+        : []
+    for (const candidate of candidates) {
+      if (!await exists(candidate)) continue
+      await copyFile(candidate, this.#keyCopy)
+      await chmod(this.#keyCopy, 0o600)
+      this.#hasKey = true
+      return
+    }
+    if (this.#options.gitCryptKey !== undefined) {
+      throw new Error(`GIT_CRYPT_KEY ${this.#options.gitCryptKey} does not exist`)
+    }
+  }
+
+  /** Runs under the write lock. */
+  async #fetch (): Promise<void> {
+    try {
+      await git(this.#base, ['fetch', '--quiet', '--prune', '--tags', 'origin'])
+      // Fetched packs are kept as packs (fetch.unpackLimit=1); roll small ones together now and then.
+      if (await packCount(this.#base) > MAX_PACKS) await git(this.#base, ['repack', '-d', '-q', '--geometric=2'])
+      this.#fetches++
+      this.#lastFetchAt = this.#options.now()
+      this.#lastError = undefined
+    } catch (error) {
+      this.#lastError = (error as Error).message
+      throw error
+    }
+    this.#defaultRef ??= this.#options.ref ?? (await git(this.#base, ['symbolic-ref', '--short', 'HEAD'])).trim()
+    this.#defaultCommit = await this.#resolve(this.#defaultRef)
+  }
+
+  async #resolveOrFetch (ref: string | undefined): Promise<string> {
+    // The default is BASE_REF as of the last fetch (BASE_REFRESH_SECONDS keeps it fresh).
+    const target = ref ?? this.#defaultRef!
+    let commit = await this.#lock.read(() => this.#resolve(target))
+    if (commit === undefined) {
+      await this.refresh().catch(error => { this.#options.logger.warn({ err: error }, 'on-demand fetch failed') })
+      commit = await this.#lock.read(() => this.#resolve(target))
+    }
+    if (commit === undefined && isCommitId(target)) {
+      // A commit no branch points at (yet): ask the remote for it by id.
+      await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', 'origin', target])).catch(() => {})
+      commit = await this.#lock.read(() => this.#resolve(target))
+    }
+    if (commit === undefined) {
+      throw new WorkspaceError('ref_not_found', `ref ${JSON.stringify(target)} is not a branch, tag or commit of BASE_REPO (checked after fetching)`)
+    }
+    return commit
+  }
+
+  /** A branch, a tag, or a commit id, in that order; undefined when none matches. */
+  async #resolve (ref: string): Promise<string | undefined> {
+    const candidates = [`refs/heads/${ref}`, `refs/tags/${ref}`, ...(isCommitId(ref) ? [ref] : [])]
+    for (const candidate of candidates) {
+      const commit = await git(this.#base, ['rev-parse', '--verify', '--quiet', `${candidate}^{commit}`]).catch(() => '')
+      if (commit.trim() !== '') return commit.trim()
+    }
+    return undefined
+  }
+
+  async #usesGitCrypt (commit: string): Promise<boolean> {
+    const found = await git(this.#base, ['grep', '-l', '-F', 'filter=git-crypt', commit, '--', ':(glob)**/.gitattributes']).catch(() => '')
+    return found.trim() !== ''
+  }
+
+  async #collect (path: string, baseCommit: string, { push, jobId, signal }: CollectOptions): Promise<WorkspaceChanges> {
+    const untrusted = { untrusted: { env: this.#options.agentEnv }, allowGitCrypt: this.#hasKey, signal }
+    const inWorkspace = (args: string[], env?: Record<string, string>) => git(path, args, { ...untrusted, env })
+
+    let pushResult: WorkspaceChanges['push'] = null
+    if (push) {
+      // Commit what the agent left uncommitted, so the pushed branch holds all of its work.
+      if ((await inWorkspace(['status', '--porcelain', '-z'])).length > 0) {
+        await inWorkspace(['add', '-A'])
+        await inWorkspace(['commit', '--quiet', '--no-verify', '-m', `claude-runner: changes of job ${jobId}`])
+      }
+    }
+
+    const head = (await inWorkspace(['rev-parse', 'HEAD'])).trim()
+    const log = await inWorkspace(['log', `--max-count=${MAX_COMMITS}`, '--reverse', '--format=%H%x00%s%x00', `${baseCommit}..${head}`])
+    const parts = log.split('\0').map(part => part.replace(/^\n/, ''))
+    const commits: WorkspaceChanges['commits'] = []
+    for (let i = 0; i + 1 < parts.length; i += 2) commits.push({ sha: parts[i]!, subject: parts[i + 1]! })
+
+    // Stage everything (untracked files too) in a scratch index: the agent's own index is left alone.
+    const index = { GIT_INDEX_FILE: join(path, '.git', `claude-runner-${randomBytes(4).toString('hex')}.index`) }
+    await inWorkspace(['read-tree', head], index)
+    await inWorkspace(['add', '-A'], index)
+    const diffArgs = ['diff', '--cached', '--no-ext-diff', '--no-textconv', '-M', '--no-color']
+    const files = parseNameStatus(await inWorkspace([...diffArgs, '--name-status', '-z', baseCommit], index))
+    const stats = parseNumstat(await inWorkspace([...diffArgs, '--numstat', '-z', baseCommit], index))
+    const diffFile = join(path, '.git', 'claude-runner.diff')
+    await inWorkspace([...diffArgs, `--output=${diffFile}`, baseCommit], index)
+    const { text: diff, truncated } = await readCapped(diffFile, this.#options.maxDiffBytes)
+
+    if (push) pushResult = await this.#push(path, head, jobId, signal)
+    return {
+      base_commit: baseCommit,
+      head_commit: head,
+      commits,
+      files,
+      stats: { files_changed: files.length, ...stats },
+      diff,
+      diff_truncated: truncated,
+      push: pushResult,
+    }
+  }
+
+  /**
+   * Pushes a workspace's HEAD as claude-runner/<job>. The commit is first fetched into the base and
+   * pushed from there, so the push runs with the base's configuration and the service's
+   * credentials, never with a configuration the agent could have written.
+   */
+  async #push (path: string, head: string, jobId: string, signal: AbortSignal): Promise<NonNullable<WorkspaceChanges['push']>> {
+    const staging = `refs/claude-runner/push/${jobId}`
+    const branch = `claude-runner/${jobId}`
+    try {
+      await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', '--no-tags', '--', path, `+${head}:${staging}`], { untrusted: { env: this.#options.agentEnv }, signal }))
+      await this.#lock.read(() => git(this.#base, ['push', '--quiet', '--', this.#repo, `${staging}:refs/heads/${branch}`], { signal }))
+      return { branch, commit: head, remote: redactUrl(this.#repo) }
+    } catch (error) {
+      return { error: error instanceof GitCommandError ? error.message : String(error) }
+    } finally {
+      await this.#lock.write(() => git(this.#base, ['update-ref', '-d', staging])).catch(() => {})
+    }
+  }
+}
+
+function parseNameStatus (output: string): WorkspaceChanges['files'] {
+  const fields = output.split('\0').filter(field => field !== '')
+  const files: WorkspaceChanges['files'] = []
+  for (let i = 0; i < fields.length;) {
+    const status = fields[i++]!
+    const kind = status[0]!
+    if (kind === 'R' || kind === 'C') {
+      const oldPath = fields[i++]!
+      files.push({ path: fields[i++]!, status: statusName(kind), old_path: oldPath })
+    } else {
+      files.push({ path: fields[i++]!, status: statusName(kind) })
+    }
+  }
+  return files
+}
+
+function statusName (kind: string): string {
+  return { A: 'added', M: 'modified', D: 'deleted', R: 'renamed', C: 'copied', T: 'type_changed' }[kind] ?? 'changed'
+}
+
+function parseNumstat (output: string): { insertions: number, deletions: number } {
+  let insertions = 0
+  let deletions = 0
+  for (const record of output.split('\0')) {
+    const match = /^(\d+|-)\t(\d+|-)\t/.exec(record)
+    if (match === null) continue
+    if (match[1] !== '-') insertions += Number(match[1])
+    if (match[2] !== '-') deletions += Number(match[2])
+  }
+  return { insertions, deletions }
+}
+
+async function readCapped (file: string, maxBytes: number): Promise<{ text: string, truncated: boolean }> {
+  const handle = await open(file, 'r')
+  try {
+    const { size } = await handle.stat()
+    const length = Math.min(size, maxBytes)
+    const buffer = Buffer.alloc(length)
+    await handle.read(buffer, 0, length, 0)
+    // Cut at the last whole line so a truncated diff stays readable.
+    const text = size > maxBytes ? buffer.toString('utf8', 0, buffer.lastIndexOf(0x0a) + 1) : buffer.toString('utf8')
+    return { text, truncated: size > maxBytes }
+  } finally {
+    await handle.close()
+  }
+}
+
+async function packCount (repo: string): Promise<number> {
+  const names = await readdir(join(repo, 'objects', 'pack')).catch(() => [])
+  return names.filter(name => name.endsWith('.pack')).length
+}
+
+async function exists (path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false)
+}
+
+/** A local path rather than a URL (`scheme://...` or scp-like `user@host:path`). */
+function isLocalPath (repo: string): boolean {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) return false
+  if (isAbsolute(repo) || repo.startsWith('.')) return true
+  return !/^[^/]+:/.test(repo)
+}
+
+/** Hides credentials in a URL (`https://user:token@host/...`). */
+export function redactUrl (repo: string): string {
+  return repo.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]+@/i, '$1***@')
+}

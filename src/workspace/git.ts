@@ -1,0 +1,95 @@
+import { simpleGit, type SimpleGitOptions } from 'simple-git'
+
+/**
+ * The one place that runs git (through simple-git). Every argument here is built by the service:
+ * refs from requests are validated (refs.ts) and passed fully qualified or as commit ids, never as
+ * something git could read as an option.
+ */
+export interface GitOptions {
+  /** Kills the git process when it aborts. */
+  signal?: AbortSignal | undefined
+  /** Extra environment for this command, on top of the service's own. */
+  env?: Record<string, string> | undefined
+  /**
+   * Config git would otherwise refuse to take from us (simple-git guards against untrusted
+   * input): filter and textconv drivers for git-crypt, set only to fixed values of our own.
+   */
+  allowGitCrypt?: boolean | undefined
+  /**
+   * For commands run in a workspace the agent controlled: its hooks and fsmonitor are switched off
+   * (the agent could have planted them), and the command gets the agent's own environment, so
+   * whatever the agent configured can do no more than the agent itself could.
+   */
+  untrusted?: { env: Readonly<Record<string, string>> } | undefined
+}
+
+export class GitCommandError extends Error {
+  override name = 'GitCommandError'
+}
+
+/** Variables simple-git would strip from the environment unless told they are wanted. */
+const isGitVariable = (name: string): boolean => name.toUpperCase().startsWith('GIT_')
+
+/** Editors, pagers and askpass programs: a service never wants git to start one. */
+const INTERACTIVE = new Set(['EDITOR', 'VISUAL', 'PAGER', 'GIT_PAGER', 'GIT_EDITOR', 'GIT_SEQUENCE_EDITOR', 'SSH_ASKPASS', 'GIT_ASKPASS', 'PREFIX'])
+
+/**
+ * The operator's own git settings that simple-git guards (it cannot tell them from injected ones):
+ * how to reach remotes (ssh command, proxy) and config from the environment. They come from the
+ * service's environment, never from a request, so they are allowed when present.
+ */
+const OPERATOR_SETTINGS: Record<string, string> = {
+  GIT_SSH: 'allowUnsafeSshCommand',
+  GIT_SSH_COMMAND: 'allowUnsafeSshCommand',
+  GIT_PROXY_COMMAND: 'allowUnsafeGitProxy',
+  GIT_CONFIG_GLOBAL: 'allowUnsafeConfigPaths',
+  GIT_CONFIG_SYSTEM: 'allowUnsafeConfigPaths',
+  GIT_CONFIG: 'allowUnsafeConfigPaths',
+  GIT_CONFIG_COUNT: 'allowUnsafeConfigEnvCount',
+  GIT_CONFIG_PARAMETERS: 'allowUnsafeConfigEnvCount',
+  GIT_EXEC_PATH: 'allowUnsafeExec',
+  GIT_TEMPLATE_DIR: 'allowUnsafeTemplateDir',
+  GIT_EXTERNAL_DIFF: 'allowUnsafeDiffExternal',
+}
+
+export async function git (cwd: string, args: readonly string[], options: GitOptions = {}): Promise<string> {
+  // Never wait on a credential prompt: a service has nobody to answer it.
+  const base = options.untrusted ? { ...options.untrusted.env } : stringEnv(process.env)
+  for (const name of Object.keys(base)) if (INTERACTIVE.has(name.toUpperCase())) delete base[name]
+  const env: Record<string, string> = { ...base, GIT_TERMINAL_PROMPT: '0', ...options.env }
+  const operatorSettings = Object.fromEntries(Object.keys(env)
+    .map(name => OPERATOR_SETTINGS[name.toUpperCase()])
+    .filter(category => category !== undefined)
+    .map(category => [category, true]))
+  const config: Partial<SimpleGitOptions> = {
+    baseDir: cwd,
+    maxConcurrentProcesses: 1,
+    trimmed: false,
+    allowEnvironment: Object.keys(env).filter(isGitVariable),
+    ...(options.signal ? { abort: options.signal } : {}),
+    ...(options.untrusted ? { config: ['core.hooksPath=/dev/null', 'core.fsmonitor=false'] } : {}),
+    unsafe: {
+      ...operatorSettings,
+      ...(options.allowGitCrypt ? { allowUnsafeFilter: true, allowUnsafeDiffTextConv: true } : {}),
+      ...(options.untrusted ? { allowUnsafeHooksPath: true, allowUnsafeFsMonitor: true } : {}),
+    },
+  }
+  try {
+    return await simpleGit(config).env(env).raw([...args])
+  } catch (error) {
+    const command = args.find((arg, i) => !arg.startsWith('-') && args[i - 1] !== '-c') ?? ''
+    throw new GitCommandError(`git ${command}: ${cleanMessage(error)}`, { cause: error })
+  }
+}
+
+function stringEnv (source: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(source)) if (value !== undefined) env[name] = value
+  return env
+}
+
+function cleanMessage (error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error)
+  const lines = message.split('\n').map(line => line.trim()).filter(line => line !== '')
+  return lines.slice(0, 6).join(' | ') || 'failed'
+}
