@@ -12,6 +12,8 @@ import { JobService } from './jobs/job-service.ts'
 import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
+import { openaiRoutes } from './routes/openai.ts'
+import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { Runner } from './runner/runner.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
@@ -33,6 +35,7 @@ export interface AppContext {
   config: Config
   runner: Runner
   jobs: JobService
+  chat: ChatService
   workspaces: WorkspaceProvider
   cli: CliProbe
   startedAt: number
@@ -99,6 +102,24 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     workspaces,
     onError: (error, context) => logger.error({ err: error }, context),
   })
+  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
+  const chatExecutor = new AgentExecutor({
+    bin: config.claudeBin,
+    env: agentEnv,
+    killGraceMs: config.killGraceSeconds * 1000,
+    maxOutputBytes: config.maxOutputBytes,
+    workspaces: new DirectoryWorkspaces(folders),
+    onError: (error, context) => logger.error({ err: error }, context),
+  })
+  const chat = new ChatService({
+    runner,
+    executor: chatExecutor,
+    timeoutMs: config.jobTimeoutSeconds * 1000,
+    systemPromptMode: config.systemPromptMode,
+    models: config.openaiModels,
+    permissionMode: config.agentPermissionMode,
+    now,
+  })
   const store = deps.store ?? new MemoryJobStore({
     ttlMs: config.jobTtlSeconds * 1000,
     maxFinished: config.maxFinishedJobs,
@@ -119,6 +140,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     config,
     runner,
     jobs,
+    chat,
     workspaces,
     cli: new CliProbe(config.claudeBin, agentEnv),
     startedAt: now(),
@@ -128,7 +150,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       await runner.close(config.shutdownGraceSeconds * 1000)
       await jobs.close()
     })()),
-    killAgentsNow: () => { executor.killAll() },
+    killAgentsNow: () => {
+      executor.killAll()
+      chatExecutor.killAll()
+    },
   }
   let draining: Promise<void> | undefined
   app.decorate('ctx', ctx)
@@ -143,11 +168,19 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   })
 
   await app.register(healthRoutes, { ctx })
-  await app.register(async function authenticated (scope) {
+  // Everything but /health needs a token: each API in a scope of its own, with its error shape.
+  const authenticate = async (scope: FastifyInstance): Promise<void> => {
     await scope.register(bearerAuth, { keys: config.authTokens, addHook: false, verifyErrorLogLevel: 'debug' })
     scope.addHook('onRequest', (request, reply, done) => { scope.verifyBearerAuth!(request, reply, done) })
+  }
+  await app.register(async function jobsApi (scope) {
+    await authenticate(scope)
     await scope.register(jobRoutes, { ctx })
   })
+  await app.register(async function openaiApi (scope) {
+    await authenticate(scope)
+    await scope.register(openaiRoutes, { ctx })
+  }, { prefix: '/v1' })
 
   app.addHook('onClose', async () => {
     await ctx.drain()

@@ -17,6 +17,14 @@ export const ErrorCodes = {
   queue_full: 429,
   shutting_down: 503,
   internal_error: 500,
+  // OpenAI-compatible API (/v1): what the run of a chat completion can end with.
+  unsupported: 400,
+  model_not_found: 404,
+  upstream_rate_limited: 429,
+  upstream_error: 502,
+  upstream_overloaded: 503,
+  agent_failed: 500,
+  agent_timeout: 504,
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

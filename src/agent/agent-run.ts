@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import { runProcess } from './agent-process.ts'
 import { buildCliArgs, type AgentSpec } from './cli-args.ts'
@@ -46,6 +49,27 @@ export interface RunAgentOptions {
 }
 
 const STDERR_TAIL_BYTES = 16 * 1024
+/** Linux caps one argv element at 128 KiB (MAX_ARG_STRLEN); longer system prompts go in a file. */
+const MAX_ARG_BYTES = 100 * 1024
+
+/** Moves system prompts too long for argv into files; returns the spec to run and a clean-up. */
+async function fitArgv (spec: AgentSpec): Promise<{ spec: AgentSpec, cleanup: () => Promise<void> }> {
+  const long = (text: string | undefined): boolean => text !== undefined && Buffer.byteLength(text) > MAX_ARG_BYTES
+  if (!long(spec.systemPrompt) && !long(spec.appendSystemPrompt)) return { spec, cleanup: async () => {} }
+  const dir = await mkdtemp(join(tmpdir(), 'claude-runner-prompt-'))
+  const fitted: AgentSpec = { ...spec }
+  if (long(spec.systemPrompt)) {
+    fitted.systemPromptFile = join(dir, 'system-prompt.txt')
+    await writeFile(fitted.systemPromptFile, spec.systemPrompt!, { mode: 0o600 })
+    fitted.systemPrompt = undefined
+  }
+  if (long(spec.appendSystemPrompt)) {
+    fitted.appendSystemPromptFile = join(dir, 'append-system-prompt.txt')
+    await writeFile(fitted.appendSystemPromptFile, spec.appendSystemPrompt!, { mode: 0o600 })
+    fitted.appendSystemPrompt = undefined
+  }
+  return { spec: fitted, cleanup: () => rm(dir, { recursive: true, force: true }) }
+}
 
 /** Runs `claude -p` once and says how it went, in every case: it resolves, it never throws. */
 export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Promise<AgentOutcome> {
@@ -84,9 +108,10 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
   })
 
   let stderr = Buffer.alloc(0)
+  const fitted = await fitArgv(spec)
   const exit = await runProcess({
     bin: options.bin,
-    args: buildCliArgs(spec),
+    args: buildCliArgs(fitted.spec),
     cwd: options.cwd,
     env: options.env,
     input: spec.prompt,
@@ -102,6 +127,7 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
       if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES)
     },
   })
+  await fitted.cleanup()
   splitter.end()
   output.stderrTail = stderr.toString('utf8')
 

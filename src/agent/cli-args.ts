@@ -8,6 +8,9 @@ export interface AgentSpec {
   maxBudgetUsd?: number | undefined
   appendSystemPrompt?: string | undefined
   systemPrompt?: string | undefined
+  /** Set by runAgent for system prompts too long for one argv element. */
+  appendSystemPromptFile?: string | undefined
+  systemPromptFile?: string | undefined
   permissionMode?: string | undefined
   /** Adds `stream_event` text deltas to the output (used to relay answers token by token). */
   includePartialMessages?: boolean | undefined
@@ -27,5 +30,7 @@ export function buildCliArgs (spec: AgentSpec): string[] {
   if (spec.permissionMode !== undefined) args.push(`--permission-mode=${spec.permissionMode}`)
   if (spec.systemPrompt !== undefined) args.push(`--system-prompt=${spec.systemPrompt}`)
   if (spec.appendSystemPrompt !== undefined) args.push(`--append-system-prompt=${spec.appendSystemPrompt}`)
+  if (spec.systemPromptFile !== undefined) args.push(`--system-prompt-file=${spec.systemPromptFile}`)
+  if (spec.appendSystemPromptFile !== undefined) args.push(`--append-system-prompt-file=${spec.appendSystemPromptFile}`)
   return args
 }

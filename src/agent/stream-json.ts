@@ -40,6 +40,8 @@ export type AgentEvent =
   | { type: 'init', session_id: string | null, model: string | null, cwd: string | null, claude_code_version: string | null, permission_mode: string | null, tools: string[] }
   | { type: 'text', text: string, parent_tool_use_id: string | null }
   | { type: 'text_delta', text: string, parent_tool_use_id: string | null }
+  /** A new text block starts streaming (partial messages only): where deltas of one block end. */
+  | { type: 'text_block_start', parent_tool_use_id: string | null }
   | { type: 'tool_use', id: string | null, name: string, input: unknown, parent_tool_use_id: string | null }
   | { type: 'tool_result', tool_use_id: string | null, is_error: boolean, summary: string, parent_tool_use_id: string | null }
   | { type: 'api_retry', attempt: number | null, max_retries: number | null, retry_delay_ms: number | null, error_status: number | null, error: string | null }
@@ -108,6 +110,10 @@ function toEvents (message: Record<string, unknown>): AgentEvent[] {
       const delta = isObject(event.delta) ? event.delta : {}
       if (event.type === 'content_block_delta' && delta.type === 'text_delta' && typeof delta.text === 'string') {
         return [{ type: 'text_delta', text: delta.text, parent_tool_use_id: parent }]
+      }
+      const block = isObject(event.content_block) ? event.content_block : {}
+      if (event.type === 'content_block_start' && block.type === 'text') {
+        return [{ type: 'text_block_start', parent_tool_use_id: parent }]
       }
       return []
     }

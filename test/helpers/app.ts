@@ -65,3 +65,11 @@ export async function run (app: FastifyInstance, body: Record<string, unknown>):
   const job = await submit(app, body)
   return finished(app, job.job_id)
 }
+
+/** Listens on a free port of 127.0.0.1 (for real HTTP: streaming, disconnects, the openai SDK). */
+export async function listen (app: FastifyInstance): Promise<string> {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('not listening on TCP')
+  return `http://127.0.0.1:${address.port}`
+}

@@ -1,0 +1,147 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import type { AppContext } from '../app.ts'
+import { AppError, RunCancelledError } from '../errors.ts'
+import { toHttpError } from '../http/errors.ts'
+import { SseStream } from '../http/sse.ts'
+import { ClientGoneError, type ChatOutcome } from '../openai/chat-service.ts'
+import { ChatCompletion, ChatCompletionBody, ModelList, ModelObject, OpenAIErrorBody } from '../schemas/openai.ts'
+
+/** Errors in OpenAI's shape, so OpenAI clients raise the right error class. */
+export function toOpenAIError (error: unknown): { statusCode: number, headers: Record<string, string>, body: { error: { message: string, type: string, param: string | null, code: string | null } } } {
+  const http = toHttpError(error)
+  const type = http.statusCode === 429
+    ? 'rate_limit_error'
+    : http.statusCode >= 500 ? 'server_error' : http.statusCode === 401 ? 'authentication_error' : 'invalid_request_error'
+  const code = http.code === 'unauthorized' ? 'invalid_api_key' : http.code
+  const param = typeof http.details.field === 'string' ? http.details.field : null
+  return { statusCode: http.statusCode, headers: http.headers, body: { error: { message: http.message, type, param, code } } }
+}
+
+function refuseUnsupported (body: ChatCompletionBody): void {
+  const unsupported = (param: string, what: string): never => {
+    throw new AppError('unsupported', `${param}: ${what} is not supported: Claude Code answers with text only, one choice, and runs its own tools`, { details: { field: param } })
+  }
+  if (body.n != null && body.n > 1) unsupported('n', 'more than one choice')
+  for (const param of ['tools', 'functions'] as const) {
+    const value = body[param]
+    if (value != null && !(Array.isArray(value) && value.length === 0)) unsupported(param, 'client-side tool calling')
+  }
+  for (const param of ['tool_choice', 'function_call'] as const) {
+    const value = body[param]
+    if (value != null && value !== 'none') unsupported(param, 'client-side tool calling')
+  }
+  if (body.audio != null || body.modalities?.includes('audio') === true) unsupported('modalities', 'audio output')
+  if (body.logprobs === true) unsupported('logprobs', 'log probabilities')
+}
+
+export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
+  app.setErrorHandler((error, request, reply) => {
+    const { statusCode, headers, body } = toOpenAIError(error)
+    if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
+    void reply.code(statusCode).headers(headers).send(body)
+  })
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: { message: `Unknown request URL: ${request.method} ${request.url.split('?')[0]}`, type: 'invalid_request_error', param: null, code: 'not_found' } })
+  })
+
+  const created = Math.floor(ctx.startedAt / 1000)
+  const model = (id: string) => ({ id, object: 'model' as const, created, owned_by: 'anthropic' })
+
+  app.get('/models', {
+    schema: { summary: 'The models this service offers (OPENAI_MODELS).', response: { 200: ModelList, 401: OpenAIErrorBody } },
+  }, async () => ({ object: 'list' as const, data: ctx.config.openaiModels.map(model) }))
+
+  app.get('/models/:model', {
+    schema: { params: Type.Object({ model: Type.String() }), response: { 200: ModelObject, 404: OpenAIErrorBody } },
+  }, async request => {
+    if (!ctx.config.openaiModels.includes(request.params.model)) {
+      throw new AppError('model_not_found', `The model \`${request.params.model}\` does not exist`, { details: { field: 'model' } })
+    }
+    return model(request.params.model)
+  })
+
+  app.post('/chat/completions', {
+    schema: {
+      summary: 'OpenAI Chat Completions, answered by claude -p (streaming with stream: true).',
+      body: ChatCompletionBody,
+      response: { 200: ChatCompletion, 400: OpenAIErrorBody, 401: OpenAIErrorBody, 404: OpenAIErrorBody, 429: OpenAIErrorBody, 500: OpenAIErrorBody, 502: OpenAIErrorBody, 503: OpenAIErrorBody, 504: OpenAIErrorBody },
+    },
+  }, async (request, reply) => {
+    const body = request.body
+    refuseUnsupported(body)
+    const client = new AbortController()
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) client.abort(new RunCancelledError('client_disconnected'))
+    })
+    const chatRequest = { model: body.model, messages: body.messages, stream: body.stream === true }
+
+    if (body.stream !== true) {
+      const run = ctx.chat.submit(chatRequest, {}, client.signal)
+      try {
+        return toCompletion(await run.result)
+      } catch (error) {
+        if (error instanceof ClientGoneError) return reply
+        throw error
+      }
+    }
+
+    const includeUsage = body.stream_options?.include_usage === true
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    let roleSent = false
+    const chunk = (delta: Record<string, string>, finishReason: string | null): string => JSON.stringify({
+      id: run.id,
+      object: 'chat.completion.chunk',
+      created: run.created,
+      model: run.model,
+      system_fingerprint: null,
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+      ...(includeUsage ? { usage: null } : {}),
+    })
+    const sendRole = (): void => {
+      if (roleSent) return
+      roleSent = true
+      sse.send(chunk({ role: 'assistant', content: '' }, null))
+    }
+    // Refusals (bad messages, unknown model, full queue) throw here, before anything is streamed.
+    const run = ctx.chat.submit(chatRequest, {
+      onDelta: text => {
+        sendRole()
+        sse.send(chunk({ content: text }, null))
+      },
+    }, client.signal)
+    reply.hijack()
+    sse.watch()
+    try {
+      const outcome = await run.result
+      sendRole()
+      sse.send(chunk({}, outcome.finishReason))
+      if (includeUsage) {
+        sse.send(JSON.stringify({ id: run.id, object: 'chat.completion.chunk', created: run.created, model: run.model, system_fingerprint: null, choices: [], usage: outcome.usage }))
+      }
+      sse.send('[DONE]')
+    } catch (error) {
+      if (!(error instanceof ClientGoneError)) {
+        const failure = toOpenAIError(error)
+        if (failure.statusCode >= 500) request.log.error({ err: error }, 'chat completion failed')
+        // Nothing streamed yet: a plain error with its status. Otherwise an error event ends the stream.
+        if (!sse.fail(failure.statusCode, failure.body)) sse.send(JSON.stringify(failure.body))
+      }
+    } finally {
+      sse.end()
+    }
+    return reply
+  })
+}
+
+function toCompletion (outcome: ChatOutcome): ChatCompletion {
+  return {
+    id: outcome.id,
+    object: 'chat.completion',
+    created: outcome.created,
+    model: outcome.model,
+    system_fingerprint: null,
+    choices: [{ index: 0, message: { role: 'assistant', content: outcome.content, refusal: null }, logprobs: null, finish_reason: outcome.finishReason }],
+    usage: outcome.usage,
+  }
+}
