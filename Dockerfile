@@ -14,6 +14,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY src ./src
+COPY bin ./bin
+RUN ln -s /app/bin/claude-runner.mjs /usr/local/bin/claude-runner
 
 RUN useradd --create-home --uid 10001 runner \
  && install -d -o runner -m 700 /var/lib/claude-runner

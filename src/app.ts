@@ -10,6 +10,8 @@ import { toHttpError } from './http/errors.ts'
 import { validatorCompiler } from './http/validation.ts'
 import { JobService } from './jobs/job-service.ts'
 import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
+import { WebhookSender } from './jobs/webhooks.ts'
+import { toJobView } from './schemas/job.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
 import { openaiRoutes } from './routes/openai.ts'
@@ -36,6 +38,7 @@ export interface AppContext {
   runner: Runner
   jobs: JobService
   chat: ChatService
+  webhooks: WebhookSender
   workspaces: WorkspaceProvider
   cli: CliProbe
   startedAt: number
@@ -57,6 +60,7 @@ declare module 'fastify' {
 }
 
 const BODY_LIMIT = 8 * 1024 * 1024
+const WEBHOOK_DRAIN_MS = 10_000
 
 /**
  * The composition root: creates the store, queue, runner and workspaces for one app and wires the
@@ -126,6 +130,17 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     maxRetainedBytes: config.maxRetainedBytes,
     now,
   })
+  const webhooks = new WebhookSender({
+    secret: config.webhookSecret,
+    allowedHosts: config.webhookAllowedHosts,
+    maxAttempts: config.webhookMaxAttempts,
+    timeoutMs: config.webhookTimeoutSeconds * 1000,
+    backoffMs: config.webhookBackoffSeconds * 1000,
+    userAgent: `claude-runner/${packageJson.version}`,
+    render: job => toJobView(job, undefined),
+    logger,
+    now,
+  })
   const jobs = new JobService({
     store,
     runner,
@@ -135,12 +150,14 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     permissionMode: config.agentPermissionMode,
     now,
     logger,
+    onFinished: job => { if (job.request.callback_url !== undefined) webhooks.deliver(job) },
   })
   const ctx: AppContext = {
     config,
     runner,
     jobs,
     chat,
+    webhooks,
     workspaces,
     cli: new CliProbe(config.claudeBin, agentEnv),
     startedAt: now(),
@@ -149,6 +166,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     drain: () => (draining ??= (async () => {
       await runner.close(config.shutdownGraceSeconds * 1000)
       await jobs.close()
+      // Jobs cancelled by the shutdown still tell their callbacks, within a bound.
+      await webhooks.close(WEBHOOK_DRAIN_MS)
     })()),
     killAgentsNow: () => {
       executor.killAll()

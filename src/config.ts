@@ -116,6 +116,19 @@ const settings = {
   allowPush: { env: 'ALLOW_PUSH', default: false, parse: boolean() },
   maxDiffBytes: { env: 'MAX_DIFF_BYTES', default: MiB, parse: integer(1024, 256 * MiB) },
   shutdownGraceSeconds: { env: 'SHUTDOWN_GRACE_SECONDS', default: 30, parse: seconds(0, 3600) },
+  webhookSecret: { env: 'WEBHOOK_SECRET', default: undefined as string | undefined, parse: optionalString() },
+  webhookAllowedHosts: {
+    env: 'WEBHOOK_ALLOWED_HOSTS',
+    default: (): string[] => [],
+    parse: list((host, name) => {
+      if (!/^[a-z0-9.-]+(:\d{1,5})?$/i.test(host) && !/^\[[0-9a-f:]+\](:\d{1,5})?$/i.test(host)) {
+        throw new ConfigError(`${name}: ${JSON.stringify(host)} is not a host name (or host:port)`)
+      }
+    }),
+  },
+  webhookMaxAttempts: { env: 'WEBHOOK_MAX_ATTEMPTS', default: 5, parse: integer(1, 20) },
+  webhookTimeoutSeconds: { env: 'WEBHOOK_TIMEOUT_SECONDS', default: 10, parse: seconds(0.1, 300) },
+  webhookBackoffSeconds: { env: 'WEBHOOK_BACKOFF_SECONDS', default: 2, parse: seconds(0, 600) },
 } satisfies Record<string, Setting<unknown>>
 
 type Settings = typeof settings
@@ -140,7 +153,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     const raw = env[setting.env]
     config[key] = raw === undefined ? defaultOf(setting) : setting.parse(raw, setting.env)
   }
-  return withAuthTokens(config as Omit<Config, 'authTokensGenerated'>)
+  return finalise(config as Omit<Config, 'authTokensGenerated'>)
 }
 
 /** The defaults with `overrides` on top: what tests and embedders start from. */
@@ -149,10 +162,13 @@ export function defaultConfig (overrides: Partial<Config> = {}): Config {
   for (const [key, setting] of Object.entries(settings) as Array<[string, Setting<unknown>]>) {
     config[key] = defaultOf(setting)
   }
-  return withAuthTokens({ ...config, ...overrides } as Omit<Config, 'authTokensGenerated'>)
+  return finalise({ ...config, ...overrides } as Omit<Config, 'authTokensGenerated'>)
 }
 
-function withAuthTokens (config: Omit<Config, 'authTokensGenerated'>): Config {
+function finalise (config: Omit<Config, 'authTokensGenerated'>): Config {
+  if (config.webhookAllowedHosts.length > 0 && config.webhookSecret === undefined) {
+    throw new ConfigError('WEBHOOK_ALLOWED_HOSTS needs WEBHOOK_SECRET: callbacks are always signed')
+  }
   if (config.authTokens.length > 0) return { ...config, authTokensGenerated: false }
   // Never run open: with no token configured, make one and let the server log it once.
   return { ...config, authTokens: [randomBytes(24).toString('base64url')], authTokensGenerated: true }

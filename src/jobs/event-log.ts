@@ -93,11 +93,11 @@ export class EventLog {
 
   /**
    * Follows the log from after `afterId`: what is held, then live events, ending after the log
-   * closes. `maxBuffered` bounds the events waiting for a slow reader; past it the subscription
-   * ends with `overflowed` set, and the reader can resume from the last id it got.
+   * closes. `maxBufferedBytes` bounds the events waiting for a slow reader; past it the
+   * subscription ends with `overflowed` set, and the reader can resume from the last id it got.
    */
-  subscribe (afterId: number, maxBuffered: number): EventSubscription {
-    const subscription = new EventSubscription(maxBuffered, () => { this.#subscribers.delete(subscription) })
+  subscribe (afterId: number, maxBufferedBytes: number): EventSubscription {
+    const subscription = new EventSubscription(maxBufferedBytes, () => { this.#subscribers.delete(subscription) })
     subscription.missed = afterId + 1 < this.firstId
     for (const event of this.since(afterId)) subscription.push(event)
     if (this.#closed) subscription.end()
@@ -126,27 +126,31 @@ export class EventLog {
 export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
   /** True when events between the requested id and the oldest held one were already dropped. */
   missed = false
-  /** True when the reader fell more than `maxBuffered` events behind and was cut off. */
+  /** True when the reader fell more than `maxBufferedBytes` behind and was cut off. */
   overflowed = false
-  readonly #maxBuffered: number
+  /** Called once when the subscription ends (the log closed, it overflowed, or it was returned). */
+  onEnd: (() => void) | undefined
+  readonly #maxBufferedBytes: number
   readonly #detach: () => void
   #buffer: LoggedEvent[] = []
+  #bufferedBytes = 0
   #ended = false
   #wake: (() => void) | undefined
 
-  constructor (maxBuffered: number, detach: () => void) {
-    this.#maxBuffered = maxBuffered
+  constructor (maxBufferedBytes: number, detach: () => void) {
+    this.#maxBufferedBytes = maxBufferedBytes
     this.#detach = detach
   }
 
   push (event: LoggedEvent): void {
     if (this.#ended) return
-    if (this.#buffer.length >= this.#maxBuffered) {
+    if (this.#buffer.length > 0 && this.#bufferedBytes + event.json.length > this.#maxBufferedBytes) {
       this.overflowed = true
       this.end()
       return
     }
     this.#buffer.push(event)
+    this.#bufferedBytes += event.json.length
     this.#signal()
   }
 
@@ -155,12 +159,16 @@ export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
     this.#ended = true
     this.#detach()
     this.#signal()
+    this.onEnd?.()
   }
 
   async next (): Promise<IteratorResult<LoggedEvent>> {
     while (true) {
       const event = this.#buffer.shift()
-      if (event !== undefined) return { value: event, done: false }
+      if (event !== undefined) {
+        this.#bufferedBytes -= event.json.length
+        return { value: event, done: false }
+      }
       if (this.#ended) return { value: undefined, done: true }
       await new Promise<void>(resolve => { this.#wake = resolve })
     }
@@ -168,6 +176,7 @@ export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
 
   async return (): Promise<IteratorResult<LoggedEvent>> {
     this.#buffer = []
+    this.#bufferedBytes = 0
     this.end()
     return { value: undefined, done: true }
   }

@@ -43,7 +43,7 @@ export class JobService {
   }
 
   /** Accepts a job (it is queued, or started at once) or throws `queue_full` / `shutting_down`. */
-  submit (request: JobRequest, options: { idempotencyKey?: string | undefined } = {}): Job {
+  submit (request: JobRequest, options: { idempotency?: { key: string, fingerprint: string } | undefined } = {}): Job {
     const { runner, store, now } = this.#options
     const timeoutMs = (request.timeout_seconds ?? this.#options.defaultTimeoutMs / 1000) * 1000
     const job = new Job({
@@ -52,7 +52,7 @@ export class JobService {
       request,
       limits: { timeoutMs },
       createdAt: now(),
-      idempotencyKey: options.idempotencyKey,
+      idempotency: options.idempotency,
       events: new EventLog({ maxEvents: MAX_EVENTS_PER_JOB, maxBytes: this.#options.maxEventBytes, now }),
     })
     job.events.append('status', { status: job.status, phase: job.phase })
@@ -68,6 +68,10 @@ export class JobService {
 
   get (id: string): Job | undefined {
     return this.#options.store.get(id)
+  }
+
+  findByIdempotencyKey (key: string): Job | undefined {
+    return this.#options.store.findByIdempotencyKey(key)
   }
 
   /** 1-based place in the queue while the job waits. */

@@ -14,6 +14,8 @@ export interface ListOptions {
 export interface JobStore {
   add (job: Job): void
   get (id: string): Job | undefined
+  /** The job submitted with this Idempotency-Key, while it is kept. */
+  findByIdempotencyKey (key: string): Job | undefined
   /** Called once a job is terminal: from now on it can be evicted. */
   finished (job: Job): void
   /** Newest first. */
@@ -45,6 +47,7 @@ export class MemoryJobStore implements JobStore {
   readonly #now: () => number
   /** Every job, in submission order. */
   readonly #jobs = new Map<string, Job>()
+  readonly #byIdempotencyKey = new Map<string, Job>()
   /** Finished jobs, in the order they finished: the first is the first to go. */
   readonly #finished = new Map<string, { job: Job, bytes: number }>()
   #retainedBytes = 0
@@ -66,6 +69,12 @@ export class MemoryJobStore implements JobStore {
 
   add (job: Job): void {
     this.#jobs.set(job.id, job)
+    if (job.idempotency !== undefined) this.#byIdempotencyKey.set(job.idempotency.key, job)
+  }
+
+  findByIdempotencyKey (key: string): Job | undefined {
+    const job = this.#byIdempotencyKey.get(key)
+    return job === undefined ? undefined : this.get(job.id)
   }
 
   get (id: string): Job | undefined {
@@ -119,6 +128,10 @@ export class MemoryJobStore implements JobStore {
   }
 
   #delete (id: string): void {
+    const job = this.#jobs.get(id)
+    if (job?.idempotency !== undefined && this.#byIdempotencyKey.get(job.idempotency.key) === job) {
+      this.#byIdempotencyKey.delete(job.idempotency.key)
+    }
     const finished = this.#finished.get(id)
     if (finished !== undefined) {
       this.#retainedBytes -= finished.bytes

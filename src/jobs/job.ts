@@ -49,7 +49,8 @@ export class Job {
   readonly request: JobRequest
   readonly limits: JobLimits
   readonly createdAt: number
-  readonly idempotencyKey: string | undefined
+  /** The Idempotency-Key it was submitted with, and a fingerprint of its body. */
+  readonly idempotency: { key: string, fingerprint: string } | undefined
   readonly events: EventLog
   status: JobStatus = 'queued'
   phase: JobPhase = 'queued'
@@ -68,13 +69,13 @@ export class Job {
   callback: { attempts: Array<{ at: number, status: number | null, error: string | null, duration_ms: number }>, delivered: boolean | null } | undefined
   readonly #done: PromiseWithResolvers<void> = Promise.withResolvers<void>()
 
-  constructor (init: { id: string, seq: number, request: JobRequest, limits: JobLimits, createdAt: number, idempotencyKey?: string | undefined, events: EventLog }) {
+  constructor (init: { id: string, seq: number, request: JobRequest, limits: JobLimits, createdAt: number, idempotency?: { key: string, fingerprint: string } | undefined, events: EventLog }) {
     this.id = init.id
     this.seq = init.seq
     this.request = init.request
     this.limits = init.limits
     this.createdAt = init.createdAt
-    this.idempotencyKey = init.idempotencyKey
+    this.idempotency = init.idempotency
     this.events = init.events
     if (init.request.callback_url !== undefined) this.callback = { attempts: [], delivered: null }
   }
@@ -88,10 +89,10 @@ export class Job {
     return this.#done.promise
   }
 
+  /** Leaves the queue; the first phase (and its status event) follows at once. */
   start (now: number): void {
     this.status = 'running'
     this.startedAt = now
-    this.events.append('status', { status: this.status, phase: this.phase })
   }
 
   enterPhase (phase: ExecutionPhase, now: number): void {
@@ -101,11 +102,36 @@ export class Job {
     this.events.append('status', { status: this.status, phase })
   }
 
+  /** Logs what the agent did, named by kind: init, text, tool_use, tool_result, api_retry, ... */
   recordAgentEvent (event: AgentEvent): void {
-    if (event.type === 'init') {
-      this.agent = { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version }
+    switch (event.type) {
+      case 'text_delta':
+      case 'text_block_start':
+        return
+      case 'init':
+        this.agent = { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version }
+        this.events.append('init', { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version, cwd: event.cwd, permission_mode: event.permission_mode })
+        return
+      case 'result': {
+        const { result } = event
+        this.events.append('result', {
+          is_error: result.is_error,
+          subtype: result.subtype,
+          text: typeof result.result === 'string' ? result.result : null,
+          errors: result.errors ?? [],
+          num_turns: result.num_turns ?? null,
+          total_cost_usd: result.total_cost_usd ?? null,
+          usage: result.usage ?? null,
+          session_id: result.session_id ?? null,
+          duration_ms: result.duration_ms ?? null,
+        })
+        return
+      }
+      default: {
+        const { type, ...data } = event
+        this.events.append(type, data)
+      }
     }
-    this.events.append('agent', event)
   }
 
   finish (status: Exclude<JobStatus, 'queued' | 'running'>, now: number, outcome: Partial<Pick<Job, 'result' | 'exit' | 'error' | 'output' | 'changes'>> = {}): void {

@@ -1,14 +1,38 @@
+import { createHash } from 'node:crypto'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { AppContext } from '../app.ts'
 import { AppError } from '../errors.ts'
 import { jobNotFound } from '../jobs/job-service.ts'
-import type { Job } from '../jobs/job.ts'
-import { ErrorBody } from '../schemas/common.ts'
-import { ExecuteBody, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobView } from '../schemas/job.ts'
+import type { Job, JobStatus } from '../jobs/job.ts'
+import { SseStream } from '../http/sse.ts'
+import { ErrorBody, Nullable } from '../schemas/common.ts'
+import { ExecuteBody, JobStatusSchema, JobSummary, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobSummary, toJobView } from '../schemas/job.ts'
 import { refProblem } from '../workspace/refs.ts'
 
 export const MAX_WAIT_SECONDS = 60
+const MAX_PAGE = 200
+/** What a slow event follower may fall behind by before it is cut off. */
+const SUBSCRIBER_BUFFER_BYTES = 4 * 1024 * 1024
+
+/** The Idempotency-Key header and a fingerprint of the body it was sent with. */
+function idempotencyOf (header: string | string[] | undefined, body: ExecuteBody): { key: string, fingerprint: string } | undefined {
+  if (header === undefined) return undefined
+  const key = Array.isArray(header) ? header[0] : header
+  if (key === undefined || !/^[\x21-\x7e]{1,255}$/.test(key)) {
+    throw new AppError('validation_error', 'the Idempotency-Key header must be 1 to 255 printable ASCII characters without spaces', { details: { field: 'Idempotency-Key' } })
+  }
+  return { key, fingerprint: createHash('sha256').update(canonicalJson(body)).digest('hex') }
+}
+
+/** JSON with object keys sorted, so the same body always has the same fingerprint. */
+function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map(key => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
 
 function checkWorkspaceFields (body: ExecuteBody, { config }: AppContext): void {
   if (body.ref !== undefined) {
@@ -39,7 +63,8 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     schema: {
       summary: 'Submit a job. It is accepted at once and runs when a slot is free.',
       body: ExecuteBody,
-      response: { 202: JobView, 400: ErrorBody, 429: ErrorBody, 503: ErrorBody },
+      headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ description: 'Retrying with the same key and body returns the same job (within JOB_TTL_SECONDS).' })) }),
+      response: { 202: JobView, 400: ErrorBody, 422: ErrorBody, 429: ErrorBody, 503: ErrorBody },
     },
   }, async (request, reply) => {
     const body = request.body
@@ -50,9 +75,67 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       throw new AppError('validation_error', `body.metadata is larger than ${MAX_METADATA_BYTES} bytes of JSON`, { details: { field: 'metadata' } })
     }
     checkWorkspaceFields(body, ctx)
-    const job = jobs.submit(body)
+    if (body.callback_url !== undefined) ctx.webhooks.check(body.callback_url)
+    const idempotency = idempotencyOf(request.headers['idempotency-key'], body)
+    if (idempotency !== undefined) {
+      const existing = jobs.findByIdempotencyKey(idempotency.key)
+      if (existing !== undefined) {
+        if (existing.idempotency?.fingerprint !== idempotency.fingerprint) {
+          throw new AppError('idempotency_conflict', `Idempotency-Key ${JSON.stringify(idempotency.key)} was used for job ${existing.id} with a different body; use a new key for a new job`, { details: { job_id: existing.id } })
+        }
+        void reply.code(202).header('location', `/jobs/${existing.id}`).header('idempotent-replayed', 'true')
+        return view(existing)
+      }
+    }
+    const job = jobs.submit(body, { idempotency })
     void reply.code(202).header('location', `/jobs/${job.id}`)
     return view(job)
+  })
+
+  app.get('/jobs', {
+    schema: {
+      summary: 'Jobs, newest first.',
+      querystring: Type.Object({
+        status: Type.Optional(JobStatusSchema),
+        limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 50 })),
+        cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'next_cursor of the previous page.' })),
+      }),
+      response: { 200: Type.Object({ jobs: Type.Array(JobSummary), next_cursor: Nullable(Type.String()) }) },
+    },
+  }, async request => {
+    const { status, limit = 50, cursor } = request.query
+    const page = jobs.list({ status: status as JobStatus | undefined, limit, before: cursor === undefined ? undefined : Number(cursor) })
+    return { jobs: page.jobs.map(toJobSummary), next_cursor: page.next === undefined ? null : String(page.next) }
+  })
+
+  app.get('/jobs/:id/events', {
+    schema: {
+      summary: 'Server-Sent Events of the job: status changes and what the agent does, then `end` with the job. Resume with Last-Event-ID.',
+      params: JobParams,
+      headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
+      querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0, description: 'Like Last-Event-ID, for clients that cannot set headers.' })) }),
+      response: { 404: ErrorBody },
+    },
+  }, async (request, reply) => {
+    const job = find(request.params.id)
+    const header = request.headers['last-event-id']
+    const after = header !== undefined ? Number(header) : (request.query.after ?? 0)
+    const subscription = job.events.subscribe(after, SUBSCRIBER_BUFFER_BYTES)
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    // A follower too slow to keep up is cut off (it resumes from its last id), never waited for.
+    subscription.onEnd = () => { if (subscription.overflowed) reply.raw.destroy() }
+    reply.raw.once('close', () => { void subscription.return() })
+    reply.hijack()
+    sse.start()
+    sse.watch()
+    if (subscription.missed) sse.send(JSON.stringify({ first_id: job.events.firstId }), { event: 'gap' })
+    for await (const event of subscription) {
+      if (!sse.send(event.json, { event: event.type, id: event.id })) await sse.drained()
+      if (sse.closed) break
+    }
+    if (!subscription.overflowed && !sse.closed) sse.send(JSON.stringify(view(job)), { event: 'end' })
+    sse.end()
+    return reply
   })
 
   app.get('/jobs/:id', {

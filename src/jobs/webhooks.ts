@@ -1,0 +1,151 @@
+import { createHmac, randomUUID } from 'node:crypto'
+import type { Logger } from 'pino'
+import { request } from 'undici'
+import { AppError } from '../errors.ts'
+import type { Job } from './job.ts'
+
+export interface WebhookOptions {
+  secret: string | undefined
+  /** Host names (or host:port) callbacks may go to; empty: callbacks are off. */
+  allowedHosts: readonly string[]
+  maxAttempts: number
+  timeoutMs: number
+  /** Delay before the second attempt; it doubles after each failure (capped at 5 minutes). */
+  backoffMs: number
+  userAgent: string
+  /** The job JSON sent as the body. */
+  render: (job: Job) => unknown
+  logger: Logger
+  now: () => number
+}
+
+const MAX_BACKOFF_MS = 5 * 60_000
+export const SIGNATURE_HEADER = 'x-claude-runner-signature'
+
+/** Signs `${timestamp}.${body}` with HMAC-SHA256: the timestamp is signed too, so replays can be refused. */
+export function sign (secret: string, timestamp: number, body: string): string {
+  return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`
+}
+
+/**
+ * Tells a job's `callback_url` that the job ended: one POST of the job JSON, signed, retried with
+ * exponential backoff on errors and non-2xx answers, a timeout per attempt, every attempt recorded
+ * on the job. Only hosts in WEBHOOK_ALLOWED_HOSTS are ever called: the URL is checked at submit.
+ */
+export class WebhookSender {
+  readonly #options: WebhookOptions
+  readonly #pending = new Set<Promise<void>>()
+  /** Aborted on close: no more waiting between attempts. */
+  readonly #hurry = new AbortController()
+  /** Aborted when the close grace is over: attempts in flight are dropped. */
+  readonly #stop = new AbortController()
+
+  constructor (options: WebhookOptions) {
+    this.#options = options
+  }
+
+  /** Throws `callback_not_allowed` unless `url` is an http(s) URL to an allowed host. */
+  check (url: string): void {
+    const refuse = (why: string): never => {
+      throw new AppError('callback_not_allowed', `body.callback_url ${why}`, { details: { field: 'callback_url' } })
+    }
+    if (this.#options.allowedHosts.length === 0) refuse('cannot be used: callbacks are off on this service (WEBHOOK_ALLOWED_HOSTS is empty)')
+    let parsed: URL
+    try {
+      parsed = new URL(url)
+    } catch {
+      return refuse('is not a URL')
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') refuse('must be http or https')
+    if (parsed.username !== '' || parsed.password !== '') refuse('must not carry credentials')
+    const host = parsed.hostname.toLowerCase()
+    const allowed = this.#options.allowedHosts.some(entry => {
+      const lower = entry.toLowerCase()
+      return lower === host || lower === parsed.host.toLowerCase()
+    })
+    if (!allowed) refuse(`goes to ${parsed.host}, which is not in WEBHOOK_ALLOWED_HOSTS`)
+  }
+
+  deliver (job: Job): void {
+    const delivery = this.#deliver(job).catch(error => {
+      this.#options.logger.error({ err: error, jobId: job.id }, 'webhook delivery failed unexpectedly')
+    }).finally(() => { this.#pending.delete(delivery) })
+    this.#pending.add(delivery)
+  }
+
+  /** Lets pending deliveries finish without further backoff waits, for at most `graceMs`. */
+  async close (graceMs: number): Promise<void> {
+    this.#hurry.abort()
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.all(this.#pending),
+      new Promise<void>(resolve => { timer = setTimeout(resolve, graceMs) }),
+    ])
+    clearTimeout(timer)
+    this.#stop.abort()
+    await Promise.all(this.#pending)
+  }
+
+  async #deliver (job: Job): Promise<void> {
+    const url = job.request.callback_url
+    const record = job.callback
+    if (url === undefined || record === undefined || this.#options.secret === undefined) return
+    const body = JSON.stringify(this.#options.render(job))
+    const delivery = randomUUID()
+    for (let attempt = 1; attempt <= this.#options.maxAttempts; attempt++) {
+      const at = this.#options.now()
+      const started = performance.now()
+      const timestamp = Math.floor(at / 1000)
+      let status: number | null = null
+      let error: string | null = null
+      try {
+        const response = await request(url, {
+          method: 'POST',
+          body,
+          headers: {
+            'content-type': 'application/json',
+            'user-agent': this.#options.userAgent,
+            'x-claude-runner-event': 'job.finished',
+            'x-claude-runner-delivery': delivery,
+            'x-claude-runner-attempt': String(attempt),
+            [SIGNATURE_HEADER]: sign(this.#options.secret, timestamp, body),
+          },
+          signal: AbortSignal.any([AbortSignal.timeout(this.#options.timeoutMs), this.#stop.signal]),
+          headersTimeout: this.#options.timeoutMs,
+          bodyTimeout: this.#options.timeoutMs,
+        })
+        status = response.statusCode
+        await response.body.dump({ limit: 64 * 1024 })
+      } catch (cause) {
+        error = (cause as Error).message
+      }
+      record.attempts.push({ at, status, error, duration_ms: Math.round(performance.now() - started) })
+      if (status !== null && status >= 200 && status < 300) {
+        record.delivered = true
+        this.#options.logger.info({ jobId: job.id, attempt, status }, 'webhook delivered')
+        return
+      }
+      this.#options.logger.warn({ jobId: job.id, attempt, status, error }, 'webhook attempt failed')
+      if (attempt < this.#options.maxAttempts && !this.#stop.signal.aborted) await this.#backoff(attempt)
+      if (this.#stop.signal.aborted) break
+    }
+    record.delivered = false
+  }
+
+  async #backoff (attempt: number): Promise<void> {
+    const hurry = this.#hurry.signal
+    if (hurry.aborted) return
+    const ms = Math.min(this.#options.backoffMs * 2 ** (attempt - 1), MAX_BACKOFF_MS)
+    await new Promise<void>(resolve => {
+      const wake = (): void => {
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        hurry.removeEventListener('abort', wake)
+        resolve()
+      }, ms)
+      hurry.addEventListener('abort', wake, { once: true })
+    })
+  }
+}
