@@ -116,6 +116,15 @@ const settings = {
   allowPush: { env: 'ALLOW_PUSH', default: false, parse: boolean() },
   maxDiffBytes: { env: 'MAX_DIFF_BYTES', default: MiB, parse: integer(1024, 256 * MiB) },
   shutdownGraceSeconds: { env: 'SHUTDOWN_GRACE_SECONDS', default: 30, parse: seconds(0, 3600) },
+  metricsToken: {
+    env: 'METRICS_TOKEN',
+    default: undefined as string | undefined,
+    parse: (raw: string, name: string) => {
+      const token = optionalString()(raw, name)
+      if (token !== undefined && token.length < 16) throw new ConfigError(`${name} must be at least 16 characters`)
+      return token
+    },
+  },
   webhookSecret: { env: 'WEBHOOK_SECRET', default: undefined as string | undefined, parse: optionalString() },
   webhookAllowedHosts: {
     env: 'WEBHOOK_ALLOWED_HOSTS',

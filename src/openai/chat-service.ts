@@ -51,6 +51,8 @@ export interface ChatServiceOptions {
   models: readonly string[]
   permissionMode?: string | undefined
   now: () => number
+  /** Told how each call ended: the run's status, or `client_gone`. */
+  onFinished?: (outcome: string, result: CliResult | null) => void
 }
 
 /** A chat completion the client no longer waits for: nothing to answer. */
@@ -96,10 +98,15 @@ export class ChatService {
         includePartialMessages: request.stream,
         ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
       },
-    }, { onEvent }, runSignal), { signal, timeoutMs: this.#options.timeoutMs })
+    }, { onEvent }, runSignal), { signal, timeoutMs: this.#options.timeoutMs, kind: 'chat' })
+    const finished = this.#options.onFinished
     const result = run.then(
-      outcome => answer(signal, outcome, { id, created, model, content: texts.join('\n\n') }),
+      outcome => {
+        finished?.(outcome.status === 'cancelled' && signal.aborted ? 'client_gone' : outcome.status, outcome.result)
+        return answer(signal, outcome, { id, created, model, content: texts.join('\n\n') })
+      },
       (error: unknown) => {
+        finished?.(signal.aborted ? 'client_gone' : 'cancelled', null)
         if (error instanceof RunCancelledError && error.reason === 'client_disconnected') throw new ClientGoneError(error.message)
         if (error instanceof RunCancelledError) throw new AppError('shutting_down', 'the service is shutting down; retry against another instance')
         throw error

@@ -23,8 +23,11 @@ const HealthBody = Type.Object({
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   app.get('/health', {
+    // Polled every few seconds by load balancers: not worth a log line each.
+    logLevel: 'warn',
     schema: {
       summary: 'Capacity and state, for load balancers and ops. Needs no token.',
+      security: [],
       response: { 200: HealthBody, 503: HealthBody },
     },
   }, async (_request, reply) => {

@@ -1,11 +1,15 @@
 import PQueue from 'p-queue'
 import { AppError, RunCancelledError, RunTimeoutError } from '../errors.ts'
 
+export type RunKind = 'job' | 'chat'
+
 export interface RunnerOptions {
   /** How many runs at once. */
   concurrency: number
   /** How many runs may wait for a slot; one more is refused with `queue_full`. */
   maxQueueDepth: number
+  /** Told when a run leaves the runner: how long it waited, and ran (undefined if it never started). */
+  onSettled?: (run: { id: string, kind: RunKind, queuedMs: number, runMs: number | undefined }) => void
 }
 
 export interface ScheduleOptions {
@@ -13,6 +17,7 @@ export interface ScheduleOptions {
   timeoutMs?: number | undefined
   /** Aborting it removes a waiting run at once, or stops a running one. */
   signal?: AbortSignal | undefined
+  kind?: RunKind | undefined
 }
 
 interface Entry {
@@ -32,6 +37,7 @@ export class Runner {
   readonly capacity: number
   readonly maxQueueDepth: number
   readonly #queue: PQueue
+  readonly #onSettled: RunnerOptions['onSettled']
   readonly #waiting = new Map<string, Entry>()
   readonly #running = new Map<string, Entry>()
   #closing = false
@@ -48,6 +54,7 @@ export class Runner {
     this.capacity = options.concurrency
     this.maxQueueDepth = options.maxQueueDepth
     this.#queue = new PQueue({ concurrency: options.concurrency })
+    this.#onSettled = options.onSettled
   }
 
   get active (): number {
@@ -90,6 +97,8 @@ export class Runner {
     }
     const entry: Entry = { dequeue: new AbortController(), run: new AbortController() }
     this.#waiting.set(id, entry)
+    const queuedAt = performance.now()
+    let startedAt: number | undefined
 
     const external = options.signal
     const onExternalAbort = (): void => { this.cancel(id, external?.reason) }
@@ -98,7 +107,7 @@ export class Runner {
     const promise = this.#queue.add(async () => {
       this.#waiting.delete(id)
       this.#running.set(id, entry)
-      const started = performance.now()
+      const started = startedAt = performance.now()
       const timer = options.timeoutMs === undefined
         ? undefined
         : setTimeout(() => entry.run.abort(new RunTimeoutError(options.timeoutMs!)), options.timeoutMs)
@@ -115,6 +124,13 @@ export class Runner {
     const cleanup = (): void => {
       external?.removeEventListener('abort', onExternalAbort)
       this.#waiting.delete(id)
+      const now = performance.now()
+      this.#onSettled?.({
+        id,
+        kind: options.kind ?? 'job',
+        queuedMs: (startedAt ?? now) - queuedAt,
+        runMs: startedAt === undefined ? undefined : now - startedAt,
+      })
     }
     promise.then(cleanup, cleanup)
     if (external?.aborted === true) onExternalAbort()

@@ -1,0 +1,94 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { CliResult } from './agent/stream-json.ts'
+import type { Job } from './jobs/job.ts'
+import type { Runner } from './runner/runner.ts'
+
+const PREFIX = 'claude_runner_'
+/** Seconds: from a few milliseconds (HTTP, a warm workspace) to an hour-long agent run. */
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+
+/**
+ * Prometheus metrics of one app, in a registry of its own (never prom-client's global one, so
+ * every app, and every test, counts for itself).
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  readonly #jobs: Counter<'status' | 'error'>
+  readonly #chats: Counter<'outcome'>
+  readonly #queueWait: Histogram<'kind'>
+  readonly #runTime: Histogram<'kind'>
+  readonly #prepare: Histogram
+  readonly #cost: Counter<'kind'>
+  readonly #tokens: Counter<'kind' | 'type'>
+  readonly #httpRequests: Counter<'method' | 'route' | 'status'>
+  readonly #httpDuration: Histogram<'method' | 'route'>
+  readonly #loopDelay = monitorEventLoopDelay({ resolution: 20 })
+  /** Read at scrape time; kept so the registry's gauges have an owner. */
+  readonly #gauges: Gauge[]
+
+  /** `runner` is read at scrape time for the queue and slot gauges. */
+  constructor (runner: () => Pick<Runner, 'queued' | 'active' | 'capacity' | 'closing'>) {
+    const registers = [this.registry]
+    this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by terminal status and error code.', labelNames: ['status', 'error'], registers })
+    this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by outcome.', labelNames: ['outcome'], registers })
+    const gauge = (name: string, help: string, read: () => number): Gauge => new Gauge({ name, help, registers, collect () { this.set(read()) } })
+    const loopDelay = this.#loopDelay
+    this.#gauges = [
+      gauge(`${PREFIX}queue_depth`, 'Runs waiting for a slot.', () => runner().queued),
+      gauge(`${PREFIX}active_runs`, 'Agent runs in progress.', () => runner().active),
+      gauge(`${PREFIX}capacity`, 'MAX_CONCURRENCY.', () => runner().capacity),
+      gauge(`${PREFIX}draining`, '1 while the service drains for shutdown.', () => runner().closing ? 1 : 0),
+      gauge('process_resident_memory_bytes', 'Resident set size.', () => process.memoryUsage.rss()),
+      gauge('nodejs_heap_used_bytes', 'V8 heap in use.', () => process.memoryUsage().heapUsed),
+      gauge('nodejs_eventloop_delay_p99_seconds', 'p99 event loop delay since the previous scrape.', () => {
+        const p99 = loopDelay.percentile(99) / 1e9
+        loopDelay.reset()
+        return p99
+      }),
+    ]
+    loopDelay.enable()
+    this.#queueWait = new Histogram({ name: `${PREFIX}queue_wait_seconds`, help: 'Time runs waited for a slot.', labelNames: ['kind'], buckets: BUCKETS, registers })
+    this.#runTime = new Histogram({ name: `${PREFIX}run_seconds`, help: 'Time runs held a slot (workspace, agent, collecting).', labelNames: ['kind'], buckets: BUCKETS, registers })
+    this.#prepare = new Histogram({ name: `${PREFIX}workspace_prepare_seconds`, help: "Time to prepare a job's workspace.", buckets: BUCKETS, registers })
+    this.#cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: 'total_cost_usd reported by the CLI.', labelNames: ['kind'], registers })
+    this.#tokens = new Counter({ name: `${PREFIX}tokens_total`, help: 'Tokens reported by the CLI.', labelNames: ['kind', 'type'], registers })
+    this.#httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered.', labelNames: ['method', 'route', 'status'], registers })
+    this.#httpDuration = new Histogram({ name: `${PREFIX}http_request_duration_seconds`, help: 'Time to answer HTTP requests (streams: until they end).', labelNames: ['method', 'route'], buckets: BUCKETS, registers })
+  }
+
+  runSettled (kind: 'job' | 'chat', queuedMs: number, runMs: number | undefined): void {
+    this.#queueWait.observe({ kind }, queuedMs / 1000)
+    if (runMs !== undefined) this.#runTime.observe({ kind }, runMs / 1000)
+  }
+
+  jobFinished (job: Job): void {
+    this.#jobs.inc({ status: job.status, error: job.error?.code ?? '' })
+    if (job.phaseMs.preparing !== undefined) this.#prepare.observe(job.phaseMs.preparing / 1000)
+    this.#usage('job', job.result)
+  }
+
+  chatFinished (outcome: string, result: CliResult | null): void {
+    this.#chats.inc({ outcome })
+    this.#usage('chat', result)
+  }
+
+  httpRequest (method: string, route: string, status: number, seconds: number): void {
+    this.#httpRequests.inc({ method, route, status: String(status) })
+    this.#httpDuration.observe({ method, route }, seconds)
+  }
+
+  close (): void {
+    this.#loopDelay.disable()
+  }
+
+  #usage (kind: 'job' | 'chat', result: CliResult | null): void {
+    if (result === null) return
+    if (typeof result.total_cost_usd === 'number') this.#cost.inc({ kind }, result.total_cost_usd)
+    const usage = (result.usage ?? {}) as Record<string, unknown>
+    for (const [key, type] of [['input_tokens', 'input'], ['output_tokens', 'output'], ['cache_read_input_tokens', 'cache_read'], ['cache_creation_input_tokens', 'cache_creation']] as const) {
+      const value = usage[key]
+      if (typeof value === 'number' && value > 0) this.#tokens.inc({ kind, type }, value)
+    }
+  }
+}

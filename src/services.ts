@@ -1,0 +1,161 @@
+import type { Logger } from 'pino'
+import packageJson from '../package.json' with { type: 'json' }
+import { buildAgentEnv } from './agent/agent-env.ts'
+import { CliProbe } from './agent/cli-info.ts'
+import type { Config } from './config.ts'
+import { JobService } from './jobs/job-service.ts'
+import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
+import { WebhookSender } from './jobs/webhooks.ts'
+import { Metrics } from './metrics.ts'
+import { ChatService } from './openai/chat-service.ts'
+import { AgentExecutor } from './runner/agent-executor.ts'
+import { Runner } from './runner/runner.ts'
+import { toJobView } from './schemas/job.ts'
+import { GitWorkspaces } from './workspace/git-workspaces.ts'
+import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
+
+export interface ServiceDeps {
+  /** The clock jobs are timed and evicted by. */
+  now?: () => number
+  /** Where jobs are kept (default: in memory). */
+  store?: JobStore
+  /** The environment the agent's allowlisted environment is taken from (default: process.env). */
+  env?: NodeJS.ProcessEnv
+}
+
+/** The domain of one app: everything the routes work with, none of it shared with another app. */
+export interface Services {
+  config: Config
+  runner: Runner
+  jobs: JobService
+  chat: ChatService
+  webhooks: WebhookSender
+  workspaces: WorkspaceProvider
+  metrics: Metrics
+  cli: CliProbe
+  startedAt: number
+  version: string
+  now: () => number
+  /**
+   * Stops taking work and winds down: queued runs are cancelled, running ones get
+   * SHUTDOWN_GRACE_SECONDS and are then cancelled, callbacks get a last chance. Idempotent.
+   */
+  drain: () => Promise<void>
+  /** Last resort (a second signal): SIGKILL every agent process group now. */
+  killAgentsNow: () => void
+  /** Drains, then removes what is left on disk and stops timers. */
+  close: () => Promise<void>
+}
+
+const WEBHOOK_DRAIN_MS = 10_000
+
+export async function createServices (config: Config, deps: ServiceDeps, logger: Logger): Promise<Services> {
+  const now = deps.now ?? Date.now
+  const folders = new WorkspaceFolders(config.workspaceRoot)
+  const leftovers = await folders.init()
+  if (leftovers.length > 0) logger.warn({ count: leftovers.length, workspaces: leftovers }, 'removed workspaces left by an earlier run')
+
+  const agentEnv = buildAgentEnv(deps.env ?? process.env, config.agentEnvPassthrough)
+  const workspaces: WorkspaceProvider = config.baseRepo === undefined
+    ? new DirectoryWorkspaces(folders)
+    : new GitWorkspaces({
+      folders,
+      repo: config.baseRepo,
+      ref: config.baseRef,
+      refreshMs: config.baseRefreshSeconds * 1000,
+      gitCryptKey: config.gitCryptKey,
+      maxDiffBytes: config.maxDiffBytes,
+      agentEnv,
+      logger,
+      now,
+    })
+  const metrics: Metrics = new Metrics(() => runner)
+  const runner = new Runner({
+    concurrency: config.maxConcurrency,
+    maxQueueDepth: config.maxQueueDepth,
+    onSettled: run => metrics.runSettled(run.kind, run.queuedMs, run.runMs),
+  })
+  const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
+    bin: config.claudeBin,
+    env: agentEnv,
+    killGraceMs: config.killGraceSeconds * 1000,
+    maxOutputBytes: config.maxOutputBytes,
+    workspaces: provider,
+    onError: (error, context) => logger.error({ err: error }, context),
+  })
+  const executor = executorFor(workspaces)
+  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
+  const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
+  const chat = new ChatService({
+    runner,
+    executor: chatExecutor,
+    timeoutMs: config.jobTimeoutSeconds * 1000,
+    systemPromptMode: config.systemPromptMode,
+    models: config.openaiModels,
+    permissionMode: config.agentPermissionMode,
+    now,
+    onFinished: (outcome, result) => metrics.chatFinished(outcome, result),
+  })
+  const webhooks = new WebhookSender({
+    secret: config.webhookSecret,
+    allowedHosts: config.webhookAllowedHosts,
+    maxAttempts: config.webhookMaxAttempts,
+    timeoutMs: config.webhookTimeoutSeconds * 1000,
+    backoffMs: config.webhookBackoffSeconds * 1000,
+    userAgent: `claude-runner/${packageJson.version}`,
+    render: job => toJobView(job, undefined),
+    logger,
+    now,
+  })
+  const jobs = new JobService({
+    store: deps.store ?? new MemoryJobStore({
+      ttlMs: config.jobTtlSeconds * 1000,
+      maxFinished: config.maxFinishedJobs,
+      maxRetainedBytes: config.maxRetainedBytes,
+      now,
+    }),
+    runner,
+    executor,
+    defaultTimeoutMs: config.jobTimeoutSeconds * 1000,
+    maxEventBytes: config.maxOutputBytes,
+    permissionMode: config.agentPermissionMode,
+    now,
+    logger,
+    onFinished: job => {
+      metrics.jobFinished(job)
+      if (job.request.callback_url !== undefined) webhooks.deliver(job)
+    },
+  })
+
+  let draining: Promise<void> | undefined
+  const drain = (): Promise<void> => (draining ??= (async () => {
+    await runner.close(config.shutdownGraceSeconds * 1000)
+    await jobs.close()
+    // Jobs cancelled by the shutdown still tell their callbacks, within a bound.
+    await webhooks.close(WEBHOOK_DRAIN_MS)
+  })())
+  return {
+    config,
+    runner,
+    jobs,
+    chat,
+    webhooks,
+    workspaces,
+    metrics,
+    cli: new CliProbe(config.claudeBin, agentEnv),
+    startedAt: now(),
+    version: packageJson.version,
+    now,
+    drain,
+    killAgentsNow: () => {
+      executor.killAll()
+      chatExecutor.killAll()
+    },
+    close: async () => {
+      await drain()
+      await workspaces.close()
+      await folders.drain()
+      metrics.close()
+    },
+  }
+}
