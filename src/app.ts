@@ -37,6 +37,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     ...(isPinoLogger(loggerOption) ? { loggerInstance: loggerOption as FastifyBaseLogger } : { logger: loggerOption }),
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // One line per request (below), not Fastify's two.
+    disableRequestLogging: true,
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
   // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
@@ -54,11 +56,17 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } })
   })
-  // Counted when the response closes, so streams (hijacked replies) are counted too.
+  // Counted and logged when the response closes, so streams (hijacked replies) are too. Health
+  // checks and scrapes come every few seconds: they are logged at debug only.
   app.addHook('onRequest', (request, reply, done) => {
     const started = performance.now()
     reply.raw.once('close', () => {
-      ctx.metrics.httpRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.raw.statusCode, (performance.now() - started) / 1000)
+      const route = request.routeOptions.url ?? 'unmatched'
+      const seconds = (performance.now() - started) / 1000
+      const status = reply.raw.statusCode
+      ctx.metrics.httpRequest(request.method, route, status, seconds)
+      const level = route === '/health' || route === '/metrics' ? 'debug' : 'info'
+      request.log[level]({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
     })
     done()
   })

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { AppContext } from '../app.ts'
-import { AnyObject, Nullable } from '../schemas/common.ts'
+import { AnyObject, NullableScalar } from '../schemas/common.ts'
 
 const HealthBody = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('draining')]),
@@ -15,16 +15,14 @@ const HealthBody = Type.Object({
   claude: Type.Object({
     bin: Type.String(),
     state: Type.Union([Type.Literal('checking'), Type.Literal('found'), Type.Literal('missing')]),
-    version: Nullable(Type.String()),
-    error: Nullable(Type.String()),
+    version: NullableScalar(Type.String()),
+    error: NullableScalar(Type.String()),
   }),
   workspace: AnyObject,
 })
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   app.get('/health', {
-    // Polled every few seconds by load balancers: not worth a log line each.
-    logLevel: 'warn',
     schema: {
       summary: 'Capacity and state, for load balancers and ops. Needs no token.',
       security: [],

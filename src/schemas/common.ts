@@ -1,6 +1,17 @@
-import { Type, type TSchema } from 'typebox'
+import { Type, type Static, type TSchema } from 'typebox'
 
+/** An object (or array) or null. */
 export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+
+/**
+ * A string, number, integer or boolean, or null, as `type: [..., "null"]`: fast-json-stringify
+ * serialises that directly, where an `anyOf` makes it validate every value to pick a branch.
+ */
+export const NullableScalar = <T extends TSchema>(schema: T) => {
+  const { type } = schema as { type?: unknown }
+  if (typeof type !== 'string' || type === 'object' || type === 'array') throw new TypeError('NullableScalar takes a scalar schema')
+  return Type.Unsafe<Static<T> | null>({ ...schema, type: [type, 'null'] })
+}
 
 /** A free-form JSON object (usage, model usage, metadata). */
 export const AnyObject = Type.Record(Type.String(), Type.Unknown())

@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { Job } from '../jobs/job.ts'
-import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable } from './common.ts'
+import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable, NullableScalar } from './common.ts'
 
 export const MAX_PROMPT_BYTES = 1024 * 1024
 export const MAX_METADATA_BYTES = 16 * 1024
@@ -24,18 +24,18 @@ export type ExecuteBody = Static<typeof ExecuteBody>
 export const JobStatusSchema = Type.Enum(['queued', 'running', 'completed', 'failed', 'timed_out', 'cancelled'])
 
 const Result = Type.Object({
-  text: Nullable(Type.String()),
+  text: NullableScalar(Type.String()),
   is_error: Type.Boolean(),
   subtype: Type.String(),
-  num_turns: Nullable(Type.Integer()),
-  total_cost_usd: Nullable(Type.Number()),
+  num_turns: NullableScalar(Type.Integer()),
+  total_cost_usd: NullableScalar(Type.Number()),
   usage: Nullable(AnyObject),
   model_usage: Nullable(AnyObject),
-  session_id: Nullable(Type.String()),
-  duration_ms: Nullable(Type.Number()),
-  duration_api_ms: Nullable(Type.Number()),
-  terminal_reason: Nullable(Type.String()),
-  api_error_status: Nullable(Type.Integer()),
+  session_id: NullableScalar(Type.String()),
+  duration_ms: NullableScalar(Type.Number()),
+  duration_api_ms: NullableScalar(Type.Number()),
+  terminal_reason: NullableScalar(Type.String()),
+  api_error_status: NullableScalar(Type.Integer()),
   errors: Type.Array(Type.String()),
   permission_denials: Type.Array(Type.Unknown()),
 }, { description: "The CLI's final `result` message." })
@@ -60,12 +60,12 @@ export const JobView = Type.Object({
   job_id: Type.String(),
   status: JobStatusSchema,
   phase: Type.Enum(['queued', 'preparing', 'running', 'collecting', 'finished']),
-  queue_position: Nullable(Type.Integer({ description: '1-based place in the queue while queued.' })),
-  created_at: Type.String({ format: 'date-time' }),
-  started_at: Nullable(Type.String({ format: 'date-time' })),
-  finished_at: Nullable(Type.String({ format: 'date-time' })),
-  queue_wait_ms: Nullable(Type.Integer()),
-  run_ms: Nullable(Type.Integer({ description: 'From leaving the queue to the end: preparing + running + collecting.' })),
+  queue_position: NullableScalar(Type.Integer({ description: '1-based place in the queue while queued.' })),
+  created_at: Type.String({ description: 'ISO 8601 time' }),
+  started_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
+  finished_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
+  queue_wait_ms: NullableScalar(Type.Integer()),
+  run_ms: NullableScalar(Type.Integer({ description: 'From leaving the queue to the end: preparing + running + collecting.' })),
   phase_ms: Type.Object({
     preparing: Type.Optional(Type.Integer()),
     running: Type.Optional(Type.Integer()),
@@ -74,24 +74,24 @@ export const JobView = Type.Object({
   timeout_seconds: Type.Number(),
   request: Type.Object({
     prompt: Type.String(),
-    agent: Nullable(Type.String()),
-    model: Nullable(Type.String()),
-    ref: Nullable(Type.String()),
+    agent: NullableScalar(Type.String()),
+    model: NullableScalar(Type.String()),
+    ref: NullableScalar(Type.String()),
     push: Type.Boolean(),
-    timeout_seconds: Nullable(Type.Number()),
-    max_turns: Nullable(Type.Integer()),
-    max_budget_usd: Nullable(Type.Number()),
+    timeout_seconds: NullableScalar(Type.Number()),
+    max_turns: NullableScalar(Type.Integer()),
+    max_budget_usd: NullableScalar(Type.Number()),
     metadata: Nullable(AnyObject),
-    callback_url: Nullable(Type.String()),
+    callback_url: NullableScalar(Type.String()),
   }),
   agent: Nullable(Type.Object({
-    pid: Nullable(Type.Integer()),
-    session_id: Nullable(Type.String()),
-    model: Nullable(Type.String()),
-    claude_code_version: Nullable(Type.String()),
+    pid: NullableScalar(Type.Integer()),
+    session_id: NullableScalar(Type.String()),
+    model: NullableScalar(Type.String()),
+    claude_code_version: NullableScalar(Type.String()),
   })),
   result: Nullable(Result),
-  exit: Nullable(Type.Object({ code: Nullable(Type.Integer()), signal: Nullable(Type.String()) })),
+  exit: Nullable(Type.Object({ code: NullableScalar(Type.Integer()), signal: NullableScalar(Type.String()) })),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
   output: Nullable(Type.Object({
     bytes: Type.Integer({ description: 'Bytes the agent printed on stdout.' }),
@@ -101,13 +101,13 @@ export const JobView = Type.Object({
     stderr_tail: Type.String(),
   })),
   changes: Nullable(Changes),
-  cancel: Nullable(Type.Object({ requested_at: Type.String({ format: 'date-time' }), reason: Type.String() })),
+  cancel: Nullable(Type.Object({ requested_at: Type.String({ description: 'ISO 8601 time' }), reason: Type.String() })),
   callback: Nullable(Type.Object({
-    delivered: Nullable(Type.Boolean()),
+    delivered: NullableScalar(Type.Boolean()),
     attempts: Type.Array(Type.Object({
-      at: Type.String({ format: 'date-time' }),
-      status: Nullable(Type.Integer()),
-      error: Nullable(Type.String()),
+      at: Type.String({ description: 'ISO 8601 time' }),
+      status: NullableScalar(Type.Integer()),
+      error: NullableScalar(Type.String()),
       duration_ms: Type.Integer(),
     })),
   })),
@@ -119,15 +119,15 @@ export const JobSummary = Type.Object({
   job_id: Type.String(),
   status: JobStatusSchema,
   phase: Type.String(),
-  created_at: Type.String({ format: 'date-time' }),
-  started_at: Nullable(Type.String({ format: 'date-time' })),
-  finished_at: Nullable(Type.String({ format: 'date-time' })),
-  agent: Nullable(Type.String()),
-  model: Nullable(Type.String()),
-  ref: Nullable(Type.String()),
+  created_at: Type.String({ description: 'ISO 8601 time' }),
+  started_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
+  finished_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
+  agent: NullableScalar(Type.String()),
+  model: NullableScalar(Type.String()),
+  ref: NullableScalar(Type.String()),
   metadata: Nullable(AnyObject),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
-  total_cost_usd: Nullable(Type.Number()),
+  total_cost_usd: NullableScalar(Type.Number()),
 })
 export type JobSummary = Static<typeof JobSummary>
 

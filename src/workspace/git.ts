@@ -11,10 +11,10 @@ export interface GitOptions {
   /** Extra environment for this command, on top of the service's own. */
   env?: Record<string, string> | undefined
   /**
-   * Config git would otherwise refuse to take from us (simple-git guards against untrusted
-   * input): filter and textconv drivers for git-crypt, set only to fixed values of our own.
+   * Options simple-git would otherwise refuse (it guards against untrusted input): the git-crypt
+   * filter and textconv drivers and the clone template, set only to fixed values of our own.
    */
-  allowGitCrypt?: boolean | undefined
+  trustedConfig?: boolean | undefined
   /**
    * For commands run in a workspace the agent controlled: its hooks and fsmonitor are switched off
    * (the agent could have planted them), and the command gets the agent's own environment, so
@@ -70,7 +70,7 @@ export async function git (cwd: string, args: readonly string[], options: GitOpt
     ...(options.untrusted ? { config: ['core.hooksPath=/dev/null', 'core.fsmonitor=false'] } : {}),
     unsafe: {
       ...operatorSettings,
-      ...(options.allowGitCrypt ? { allowUnsafeFilter: true, allowUnsafeDiffTextConv: true } : {}),
+      ...(options.trustedConfig ? { allowUnsafeFilter: true, allowUnsafeDiffTextConv: true, allowUnsafeTemplateDir: true } : {}),
       ...(options.untrusted ? { allowUnsafeHooksPath: true, allowUnsafeFsMonitor: true } : {}),
     },
   }

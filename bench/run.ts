@@ -1,0 +1,454 @@
+// `npm run bench` / `./dev bench`: how close each part of claude-runner runs to its floor, measured
+// in the same run on the same machine. Not part of the test suite. Writes docs/benchmarks.md and
+// bench/results.json. Options: --only http,jobs,scale,stream,workspaces  --quick (smaller runs).
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import autocannon from 'autocannon'
+import { execa } from 'execa'
+import { pino } from 'pino'
+import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
+import { WorkspaceFolders } from '../src/workspace/workspace.ts'
+import { AUTH, cpuMs, fixture, json, machine, round, startBareFastify, startService, stats, wallNow, type Stats } from './lib.ts'
+
+const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' } } })
+const quick = values.quick === true
+const only = values.only?.split(',')
+const scratch = mkdtempSync(join(tmpdir(), 'claude-runner-bench-'))
+const dir = (name: string): string => {
+  const path = join(scratch, name)
+  mkdirSync(path, { recursive: true })
+  return path
+}
+const log = (message: string): void => { process.stderr.write(`bench: ${message}\n`) }
+const CLI_ARGS = ['-p', '--output-format=stream-json', '--verbose']
+
+// --- 1. HTTP ----------------------------------------------------------------------------------
+async function http () {
+  const service = await startService({ CLAUDE_BIN: fixture('noop-claude.mjs'), WORKSPACE_ROOT: dir('http') })
+  const bare = await startBareFastify()
+  try {
+    const job = await json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'bench' }) })
+    await json(`${service.url}/jobs/${job.job_id}?wait=30`)
+    const duration = quick ? 3 : 5
+    const connections = 20
+    // The load generator shares the machine: throughput swings from run to run, so the targets
+    // take turns over several rounds and each gets its median. CPU per request, read from the
+    // server's own /proc entry, does not depend on how fast the generator is.
+    const load = async (url: string, pid: number, headers: Record<string, string> = {}) => {
+      await autocannon({ url, connections, duration: 1, headers })
+      const cpuBefore = cpuMs(pid)
+      const result = await autocannon({ url, connections, duration, headers })
+      if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+      return { rps: result.requests.average, p99_ms: result.latency.p99, cpu_us: (cpuMs(pid) - cpuBefore) * 1000 / result.requests.total }
+    }
+    const targets = {
+      floor: () => load(`${bare.url}/hello`, bare.pid),
+      health: () => load(`${service.url}/health`, service.child.pid!),
+      job: () => load(`${service.url}/jobs/${job.job_id}`, service.child.pid!, AUTH),
+    }
+    const samples: Record<keyof typeof targets, Array<{ rps: number, p99_ms: number, cpu_us: number }>> = { floor: [], health: [], job: [] }
+    for (let round = 0; round < (quick ? 1 : 3); round++) {
+      for (const [name, run] of Object.entries(targets) as Array<[keyof typeof targets, () => ReturnType<typeof load>]>) samples[name].push(await run())
+    }
+    const median = (values: number[]) => stats(values).p50
+    const row = (name: keyof typeof targets) => ({
+      rps: round(median(samples[name].map(s => s.rps)), 0),
+      p99_ms: round(median(samples[name].map(s => s.p99_ms))),
+      cpu_us_per_request: round(median(samples[name].map(s => s.cpu_us)), 1),
+    })
+    const floor = row('floor')
+    const health = row('health')
+    const jobGet = row('job')
+    return {
+      floor,
+      health: { ...health, ratio: round(health.rps / floor.rps, 3), cpu_ratio: round(floor.cpu_us_per_request / health.cpu_us_per_request, 3) },
+      job: { ...jobGet, ratio: round(jobGet.rps / floor.rps, 3), cpu_ratio: round(floor.cpu_us_per_request / jobGet.cpu_us_per_request, 3) },
+      connections,
+      duration_s: duration,
+      rounds: samples.floor.length,
+    }
+  } finally {
+    await service.stop()
+    await bare.stop()
+  }
+}
+
+// --- 2. Job overhead -------------------------------------------------------------------------
+async function jobs () {
+  const n = quick ? 15 : 60
+  const noop = fixture('noop-claude.mjs')
+  const direct = { spawn: [] as number[], roundTrip: [] as number[] }
+  for (let i = 0; i < n + 5; i++) {
+    const t0 = wallNow()
+    const result = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+    const t1 = wallNow()
+    const started = Number(JSON.parse(result.stdout.trim().split('\n').at(-1)!).result)
+    if (i < 5) continue
+    direct.spawn.push(started - t0)
+    direct.roundTrip.push(t1 - t0)
+  }
+  const service = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('jobs'), MAX_CONCURRENCY: '1' })
+  const ours = { spawn: [] as number[], roundTrip: [] as number[], preparing: [] as number[] }
+  try {
+    for (let i = 0; i < n + 5; i++) {
+      const t0 = wallNow()
+      const job = await json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'bench' }) })
+      const done = await json(`${service.url}/jobs/${job.job_id}?wait=30`)
+      const t1 = wallNow()
+      if (done.status !== 'completed') throw new Error(`job ${job.job_id} ${done.status}: ${JSON.stringify(done.error)}`)
+      if (i < 5) continue
+      ours.spawn.push(Number(done.result.text) - t0)
+      ours.roundTrip.push(t1 - t0)
+      ours.preparing.push(done.phase_ms.preparing)
+    }
+  } finally {
+    await service.stop()
+  }
+  const d = { spawn: stats(direct.spawn), roundTrip: stats(direct.roundTrip) }
+  const o = { spawn: stats(ours.spawn), roundTrip: stats(ours.roundTrip), preparing: stats(ours.preparing) }
+  return {
+    n,
+    direct: { spawn: ms(d.spawn), round_trip: ms(d.roundTrip) },
+    service: { spawn: ms(o.spawn), round_trip: ms(o.roundTrip), workspace: ms(o.preparing) },
+    overhead_p50_ms: round(o.spawn.p50 - d.spawn.p50),
+    overhead_excluding_workspace_p50_ms: round(o.spawn.p50 - o.preparing.p50 - d.spawn.p50),
+    overhead_p99_ms: round(o.spawn.p99 - d.spawn.p99),
+    round_trip_overhead_p50_ms: round(o.roundTrip.p50 - d.roundTrip.p50),
+  }
+}
+
+// --- 3. Scale --------------------------------------------------------------------------------
+async function scale () {
+  const total = quick ? 1000 : 10_000
+  const concurrency = 10
+  const fast = fixture('fast-claude.sh')
+  // Floor: the same number of runs of the same CLI, 10 at a time, straight from here.
+  const floorStart = performance.now()
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      next++
+      await execa(fast, CLI_ARGS, { input: 'bench', cwd: scratch })
+    }
+  }))
+  const floorRate = total / ((performance.now() - floorStart) / 1000)
+
+  const root = dir('scale')
+  const service = await startService({
+    CLAUDE_BIN: fast,
+    WORKSPACE_ROOT: root,
+    MAX_CONCURRENCY: String(concurrency),
+    MAX_QUEUE_DEPTH: String(total * 2),
+    MAX_FINISHED_JOBS: String(total * 2),
+    MAX_RETAINED_BYTES: String(8 * 2 ** 30),
+  })
+  try {
+    const warmup = 50
+    await Promise.all(Array.from({ length: warmup }, () => json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'warm-up' }) })))
+    await idle(service.url)
+    const rssBefore = service.rssBytes()
+    const submitStart = performance.now()
+    let submitted = 0
+    let refused = 0
+    await Promise.all(Array.from({ length: 20 }, async () => {
+      while (submitted < total) {
+        submitted++
+        const response = await fetch(`${service.url}/execute`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `job ${submitted}` }) })
+        await response.arrayBuffer()
+        if (response.status !== 202) refused++
+      }
+    }))
+    const submitSeconds = (performance.now() - submitStart) / 1000
+    await idle(service.url)
+    const allSeconds = (performance.now() - submitStart) / 1000
+    const rssAfter = service.rssBytes()
+    // Nothing lost: every job is there, terminal and completed; every workspace is gone.
+    const counts: Record<string, number> = {}
+    let cursor: string | null = null
+    let listed = 0
+    do {
+      const page: { jobs: Array<{ status: string }>, next_cursor: string | null } = await json(`${service.url}/jobs?limit=200${cursor === null ? '' : `&cursor=${cursor}`}`)
+      for (const job of page.jobs) counts[job.status] = (counts[job.status] ?? 0) + 1
+      listed += page.jobs.length
+      cursor = page.next_cursor
+    } while (cursor !== null)
+    const leftoverWorkspaces = readdirSync(join(root, 'jobs')).length
+    const serviceRate = total / allSeconds
+    return {
+      jobs: total,
+      capacity: concurrency,
+      accepted_per_second: round(total / submitSeconds, 0),
+      refused,
+      completion_per_second: round(serviceRate, 1),
+      floor_completion_per_second: round(floorRate, 1),
+      ratio: round(serviceRate / floorRate, 3),
+      listed: listed - warmup,
+      statuses: counts,
+      lost: total + warmup - (counts.completed ?? 0),
+      leftover_workspaces: leftoverWorkspaces,
+      rss_before_mib: round(rssBefore / 2 ** 20, 1),
+      rss_after_mib: round(rssAfter / 2 ** 20, 1),
+      rss_per_retained_job_kib: round((rssAfter - rssBefore) / total / 1024, 2),
+    }
+  } finally {
+    await service.stop()
+  }
+}
+
+async function idle (url: string): Promise<void> {
+  for (;;) {
+    const health = await json(`${url}/health`)
+    if (health.active === 0 && health.queued === 0) return
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+// --- 4. Streaming relay ----------------------------------------------------------------------
+async function stream () {
+  const deltas = quick ? 100 : 300
+  const streams = 3
+  const cli = fixture('stream-claude.mjs')
+  const floor: number[] = []
+  for (let i = 0; i < streams; i++) {
+    const child = execa(cli, CLI_ARGS, { input: 'bench', env: { BENCH_DELTAS: String(deltas) }, buffer: false })
+    let buffer = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      const now = wallNow()
+      buffer += chunk
+      let newline = buffer.indexOf('\n')
+      while (newline !== -1) {
+        const line = buffer.slice(0, newline)
+        buffer = buffer.slice(newline + 1)
+        newline = buffer.indexOf('\n')
+        const match = /"text":"@([\d.]+);"/.exec(line)
+        if (match) floor.push(now - Number(match[1]))
+      }
+    })
+    await child
+  }
+  const service = await startService({ CLAUDE_BIN: cli, WORKSPACE_ROOT: dir('stream'), AGENT_ENV_PASSTHROUGH: 'BENCH_DELTAS', BENCH_DELTAS: String(deltas) })
+  const ours: number[] = []
+  try {
+    for (let i = 0; i < streams; i++) {
+      const response = await fetch(`${service.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...AUTH, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'haiku', messages: [{ role: 'user', content: 'bench' }], stream: true }),
+      })
+      const decoder = new TextDecoder()
+      for await (const chunk of response.body!) {
+        const now = wallNow()
+        for (const match of decoder.decode(chunk, { stream: true }).matchAll(/"content":"@([\d.]+);"/g)) ours.push(now - Number(match[1]))
+      }
+    }
+  } finally {
+    await service.stop()
+  }
+  const o = stats(ours)
+  const f = stats(floor)
+  return { deltas: ours.length, floor: ms(f), service: ms(o), added_p50_ms: round(o.p50 - f.p50, 3), added_p99_ms: round(o.p99 - f.p99, 3) }
+}
+
+// --- 5. Workspaces ---------------------------------------------------------------------------
+function makeRepo (path: string, files: number): void {
+  execFileSync('git', ['init', '-q', '--bare', path])
+  const chunks: Buffer[] = [Buffer.from('commit refs/heads/main\ncommitter Bench <bench@example.invalid> 0 +0000\ndata 6\nbench\n')]
+  for (let i = 0; i < files; i++) {
+    // ~10 KB of text per file that does not compress to nothing, like source code would not.
+    const content = Buffer.from(randomBytes(7500).toString('base64').replace(/(.{100})/g, '$1\n'))
+    chunks.push(Buffer.from(`M 644 inline dir${i % 100}/file${i}.txt\ndata ${content.length}\n`), content, Buffer.from('\n'))
+  }
+  chunks.push(Buffer.from('\n'))
+  execFileSync('git', ['fast-import', '--quiet'], { cwd: path, input: Buffer.concat(chunks), maxBuffer: 2 ** 30 })
+  execFileSync('git', ['symbolic-ref', 'HEAD', 'refs/heads/main'], { cwd: path })
+}
+
+async function workspaces () {
+  const sizes = quick ? [200, 2000] : [200, 5000, 30_000]
+  const runs = 5
+  const results = []
+  for (const files of sizes) {
+    log(`workspaces: generating a repository of ${files} files`)
+    const origin = join(dir(`ws-${files}`), 'origin.git')
+    makeRepo(origin, files)
+    const floorsDir = dir(`ws-${files}/floors`)
+    const folders = new WorkspaceFolders(dir(`ws-${files}/root`))
+    await folders.init()
+    const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, agentEnv: { PATH: process.env.PATH! }, logger: pino({ level: 'silent' }), now: Date.now })
+    await provider.ready
+    // The three take turns, each after the previous one's files are deleted and flushed (creating
+    // files right after deleting others is slow on some filesystems): the disk is in the same state
+    // for all. The first round warms the page cache and is dropped.
+    const methods = {
+      clone: {
+        run: (i: number) => { execFileSync('git', ['clone', '-q', '--local', origin, join(floorsDir, `clone-${i}`)]) },
+        clean: async (i: number) => rmSync(join(floorsDir, `clone-${i}`), { recursive: true, force: true }),
+      },
+      checkoutIndex: {
+        run: (i: number) => {
+          const target = join(floorsDir, `index-${i}`)
+          mkdirSync(target, { recursive: true })
+          const env = { ...process.env, GIT_DIR: origin, GIT_WORK_TREE: target, GIT_INDEX_FILE: join(floorsDir, `index-${i}.idx`) }
+          execFileSync('git', ['read-tree', 'main'], { env })
+          execFileSync('git', ['checkout-index', '-a'], { env })
+        },
+        clean: async (i: number) => rmSync(join(floorsDir, `index-${i}`), { recursive: true, force: true }),
+      },
+      service: {
+        run: async (i: number) => { made.set(i, await provider.prepare(`bench-${i}`, { signal: new AbortController().signal })) },
+        clean: async (i: number) => {
+          await made.get(i)?.dispose()
+          await folders.drain()
+        },
+      },
+    }
+    const made = new Map<number, Awaited<ReturnType<typeof provider.prepare>>>()
+    const samples: Record<keyof typeof methods, number[]> = { clone: [], checkoutIndex: [], service: [] }
+    for (let i = 0; i < runs + 1; i++) {
+      for (const [name, method] of Object.entries(methods) as Array<[keyof typeof methods, typeof methods.clone]>) {
+        execFileSync('sync')
+        const t0 = performance.now()
+        await method.run(i)
+        if (i > 0) samples[name].push(performance.now() - t0)
+        await method.clean(i)
+      }
+    }
+    const clone = stats(samples.clone)
+    const checkoutIndex = stats(samples.checkoutIndex)
+    const ours = stats(samples.service)
+    await provider.close()
+    rmSync(join(scratch, `ws-${files}`), { recursive: true, force: true })
+    results.push({
+      files,
+      floor_clone_local_ms: ms(clone),
+      floor_checkout_index_ms: ms(checkoutIndex),
+      service_prepare_ms: ms(ours),
+      ratio_to_clone: round(ours.p50 / clone.p50, 2),
+      ratio_to_checkout_index: round(ours.p50 / checkoutIndex.p50, 2),
+    })
+  }
+  return { runs, sizes: results }
+}
+
+function ms (s: Stats) {
+  return { p50: round(s.p50), p99: round(s.p99), mean: round(s.mean), n: s.n }
+}
+
+// --- run and report -------------------------------------------------------------------------
+const suites = { http, jobs, scale, stream, workspaces } as const
+const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
+try {
+  for (const [name, suite] of Object.entries(suites)) {
+    if (only !== undefined && !only.includes(name)) continue
+    log(`${name}…`)
+    const started = performance.now()
+    results[name] = await suite()
+    log(`${name} done in ${round((performance.now() - started) / 1000, 1)} s: ${JSON.stringify(results[name])}`)
+  }
+} finally {
+  rmSync(scratch, { recursive: true, force: true })
+}
+const resultsFile = new URL('./results.json', import.meta.url)
+writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n')
+writeFileSync(new URL('../docs/benchmarks.md', import.meta.url), report(results as unknown as Report))
+log('wrote bench/results.json and docs/benchmarks.md')
+
+interface Report {
+  date: string
+  quick: boolean
+  machine: Record<string, string | number>
+  http?: Awaited<ReturnType<typeof http>>
+  jobs?: Awaited<ReturnType<typeof jobs>>
+  scale?: Awaited<ReturnType<typeof scale>>
+  stream?: Awaited<ReturnType<typeof stream>>
+  workspaces?: Awaited<ReturnType<typeof workspaces>>
+}
+
+function report (r: Report): string {
+  const verdict = (ok: boolean): string => ok ? 'met' : '**not met**'
+  const lines = [
+    '# Benchmarks',
+    '',
+    `Made by \`npm run bench\` (\`bench/run.ts\`) on ${r.date.slice(0, 10)}${r.quick ? ' (quick mode: smaller runs)' : ''}. Every figure`,
+    'stands next to its floor, measured in the same run on the same machine; raw numbers are in',
+    '`bench/results.json`. Re-run after touching a hot path.',
+    '',
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memory_gib} GiB, Linux ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.git}, ${r.machine.git_crypt}.`,
+    '',
+  ]
+  if (r.http) {
+    const h = r.http
+    lines.push('## HTTP', '',
+      `autocannon, ${h.connections} connections, ${h.duration_s} s per run after a 1 s warm-up; the three targets take turns over`,
+      `${h.rounds} rounds and each figure is the median. The service runs as its own process at LOG_LEVEL=info; the floor is a`,
+      'bare Fastify "hello" route in another. The load generator shares the two cores, so throughput is partly its limit;',
+      'CPU per request is read from the server process itself and does not depend on it.', '',
+      '| route | req/s | p99 ms | CPU µs per request | throughput ratio | CPU ratio |', '| --- | --- | --- | --- | --- | --- |',
+      `| floor: bare Fastify \`GET /hello\` | ${h.floor.rps} | ${h.floor.p99_ms} | ${h.floor.cpu_us_per_request} | 1 | 1 |`,
+      `| \`GET /health\` | ${h.health.rps} | ${h.health.p99_ms} | ${h.health.cpu_us_per_request} | ${h.health.ratio} | ${h.health.cpu_ratio} |`,
+      `| \`GET /jobs/:id\` (bearer auth, full job JSON, logged) | ${h.job.rps} | ${h.job.p99_ms} | ${h.job.cpu_us_per_request} | ${h.job.ratio} | ${h.job.cpu_ratio} |`,
+      '', `Goal: /health at >= 80% of the floor's throughput: ${verdict(h.health.ratio >= 0.8)} (${Math.round(h.health.ratio * 100)}%).`, '')
+  }
+  if (r.jobs) {
+    const j = r.jobs
+    lines.push('## Job overhead', '',
+      `${j.n} no-op jobs one after another (MAX_CONCURRENCY=1). "Spawn" is from the moment the client sends \`POST /execute\``,
+      'to the moment the agent process runs its first line (it reports its own wall-clock start); the floor is a direct',
+      '`execa` spawn of the same CLI. "Round trip" ends when the client has the finished job (`GET /jobs/:id?wait`).', '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      `| floor: direct spawn, to first line | ${j.direct.spawn.p50} | ${j.direct.spawn.p99} |`,
+      `| service: POST to first line | ${j.service.spawn.p50} | ${j.service.spawn.p99} |`,
+      `| of which the workspace (mkdir) | ${j.service.workspace.p50} | ${j.service.workspace.p99} |`,
+      `| floor: direct spawn, to exit | ${j.direct.round_trip.p50} | ${j.direct.round_trip.p99} |`,
+      `| service: POST to finished job in hand | ${j.service.round_trip.p50} | ${j.service.round_trip.p99} |`,
+      '', `Overhead over the direct spawn, p50: ${j.overhead_p50_ms} ms (${j.overhead_excluding_workspace_p50_ms} ms excluding the workspace); p99: ${j.overhead_p99_ms} ms.`,
+      `Round trip overhead, p50: ${j.round_trip_overhead_p50_ms} ms.`,
+      `Goal: < 5 ms p50 over the direct spawn, excluding the workspace: ${verdict(j.overhead_excluding_workspace_p50_ms < 5)}.`, '')
+  }
+  if (r.scale) {
+    const s = r.scale
+    lines.push('## Scale', '',
+      `${s.jobs} jobs submitted by 20 concurrent clients to a service with MAX_CONCURRENCY=${s.capacity}, running a CLI stand-in that`,
+      'costs as little as a process can (`bench/fixtures/fast-claude.sh`). The floor runs the same CLI the same number of',
+      'times, 10 at a time, straight from the benchmark.', '',
+      '| | value |', '| --- | --- |',
+      `| accepted per second | ${s.accepted_per_second} (refused: ${s.refused}) |`,
+      `| completed per second | ${s.completion_per_second} |`,
+      `| floor: direct runs per second | ${s.floor_completion_per_second} |`,
+      `| ratio to floor | ${s.ratio} |`,
+      `| jobs lost (not completed) | ${s.lost} |`,
+      `| workspaces left behind | ${s.leftover_workspaces} |`,
+      `| statuses listed | ${JSON.stringify(s.statuses)} |`,
+      `| RSS before / after | ${s.rss_before_mib} MiB / ${s.rss_after_mib} MiB |`,
+      `| RSS per retained finished job | ${s.rss_per_retained_job_kib} KiB |`,
+      '', `Goal: every job terminal and nothing lost, memory bounded: ${verdict(s.lost === 0 && s.leftover_workspaces === 0)}. Retained jobs are bounded by`,
+      'MAX_FINISHED_JOBS and MAX_RETAINED_BYTES (here raised to keep all of them, to measure the cost of one).', '')
+  }
+  if (r.stream) {
+    const s = r.stream
+    lines.push('## Streaming relay', '',
+      `${s.deltas} text deltas, each stamped with the wall-clock time the CLI wrote it, 3 ms apart. Latency is until the`,
+      'chunk reaches the client: through the service (SSE chat completion), and for the floor straight from the',
+      "CLI's stdout pipe to the benchmark.", '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      `| floor: CLI stdout to reader | ${s.floor.p50} | ${s.floor.p99} |`,
+      `| service: CLI stdout to SSE client | ${s.service.p50} | ${s.service.p99} |`,
+      '', `Added by the service: ${s.added_p50_ms} ms p50, ${s.added_p99_ms} ms p99. Goal: < 2 ms p50: ${verdict(s.service.p50 < 2)}.`, '')
+  }
+  if (r.workspaces) {
+    const w = r.workspaces
+    lines.push('## Workspaces', '',
+      'Preparing one job\'s workspace (`GitWorkspaces.prepare`: `clone --local --no-checkout` of the warm base, then',
+      `\`checkout --detach\` with \`checkout.workers\`), p50 of ${w.runs} runs after one warm-up, on generated repositories`,
+      '(~10 KB of incompressible text per file). Floors: `git clone --local` with its checkout, and `git read-tree` +',
+      '`checkout-index -a` into an empty folder (materialising the files and nothing else).', '',
+      '| files | floor: clone --local | floor: checkout-index | service prepare | ratio to clone | ratio to checkout-index |', '| --- | --- | --- | --- | --- | --- |',
+      ...w.sizes.map(size => `| ${size.files} | ${size.floor_clone_local_ms.p50} ms | ${size.floor_checkout_index_ms.p50} ms | ${size.service_prepare_ms.p50} ms | ${size.ratio_to_clone} | ${size.ratio_to_checkout_index} |`),
+      '')
+  }
+  return lines.join('\n')
+}
