@@ -1,9 +1,22 @@
-// The floor for HTTP numbers: a bare Fastify with one route, no logger, nothing else.
+// The floors for HTTP numbers, in a process of their own: a bare Fastify "hello" route, and the
+// same framework answering a body the size and shape of /health with a request logger (pino),
+// which is what any Fastify service answering that JSON would pay.
+import { createWriteStream } from 'node:fs'
 import Fastify from 'fastify'
+import { pino } from 'pino'
 
-const app = Fastify({ logger: false })
-app.get('/hello', async () => ({ hello: 'world' }))
-await app.listen({ host: '127.0.0.1', port: 0 })
-const address = app.server.address()
-process.stdout.write(`${JSON.stringify({ listening: typeof address === 'object' && address !== null ? address.port : null })}\n`)
-process.on('SIGTERM', () => { void app.close().then(() => process.exit(0)) })
+const bare = Fastify({ logger: false })
+bare.get('/hello', async () => ({ hello: 'world' }))
+await bare.listen({ host: '127.0.0.1', port: 0 })
+
+const health = { status: 'ok', busy: false, active: 0, queued: 0, capacity: 10, max_queue_depth: 100, version: '0.1.0', uptime_seconds: 1, claude: { bin: '/usr/local/bin/claude', state: 'found', version: '2.1.332 (Claude Code)', error: null }, workspace: { kind: 'directory' } }
+const logged = Fastify({ loggerInstance: pino({ level: 'info' }, createWriteStream('/dev/null')) })
+logged.get('/health', async () => health)
+await logged.listen({ host: '127.0.0.1', port: 0 })
+
+const port = (app: typeof bare) => {
+  const address = app.server.address()
+  return typeof address === 'object' && address !== null ? address.port : null
+}
+process.stdout.write(`${JSON.stringify({ listening: port(bare), logged: port(logged) })}\n`)
+process.on('SIGTERM', () => { void Promise.all([bare.close(), logged.close()]).then(() => process.exit(0)) })

@@ -81,13 +81,14 @@ export async function startService (env: Record<string, string>): Promise<Servic
   }
 }
 
-export async function startBareFastify (): Promise<{ url: string, pid: number, stop: () => Promise<void> }> {
+export async function startBareFastify (): Promise<{ url: string, loggedUrl: string, pid: number, stop: () => Promise<void> }> {
   const child = spawn(process.execPath, [fileURLToPath(new URL('./bare-fastify.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const port = await new Promise<number>(resolve => {
-    child.stdout.setEncoding('utf8').once('data', (line: string) => resolve(JSON.parse(line).listening))
+  const ports = await new Promise<{ listening: number, logged: number }>(resolve => {
+    child.stdout.setEncoding('utf8').once('data', (line: string) => resolve(JSON.parse(line)))
   })
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${ports.listening}`,
+    loggedUrl: `http://127.0.0.1:${ports.logged}`,
     pid: child.pid!,
     stop: () => new Promise(resolve => {
       child.once('exit', () => resolve())

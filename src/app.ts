@@ -1,7 +1,7 @@
 import bearerAuth from '@fastify/bearer-auth'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
 import { toHttpError } from './http/errors.ts'
@@ -38,7 +38,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
     // One line per request (below), not Fastify's two.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
   // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
@@ -57,16 +57,19 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } })
   })
   // Counted and logged when the response closes, so streams (hijacked replies) are too. Health
-  // checks and scrapes come every few seconds: they are logged at debug only.
+  // checks and scrapes come every few seconds from machines: they are neither counted nor logged.
   app.addHook('onRequest', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched'
+    if (route === '/health' || route === '/metrics') {
+      done()
+      return
+    }
     const started = performance.now()
     reply.raw.once('close', () => {
-      const route = request.routeOptions.url ?? 'unmatched'
       const seconds = (performance.now() - started) / 1000
       const status = reply.raw.statusCode
       ctx.metrics.httpRequest(request.method, route, status, seconds)
-      const level = route === '/health' || route === '/metrics' ? 'debug' : 'info'
-      request.log[level]({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
+      request.log.info({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
     })
     done()
   })

@@ -23,6 +23,7 @@ export class Metrics {
   readonly #tokens: Counter<'kind' | 'type'>
   readonly #httpRequests: Counter<'method' | 'route' | 'status'>
   readonly #httpDuration: Histogram<'method' | 'route'>
+  readonly #httpChildren = new Map<string, { requests: ReturnType<Counter<'method' | 'route' | 'status'>['labels']>, duration: ReturnType<Histogram<'method' | 'route'>['labels']> }>()
   readonly #loopDelay = monitorEventLoopDelay({ resolution: 20 })
   /** Read at scrape time; kept so the registry's gauges have an owner. */
   readonly #gauges: Gauge[]
@@ -53,7 +54,7 @@ export class Metrics {
     this.#prepare = new Histogram({ name: `${PREFIX}workspace_prepare_seconds`, help: "Time to prepare a job's workspace.", buckets: BUCKETS, registers })
     this.#cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: 'total_cost_usd reported by the CLI.', labelNames: ['kind'], registers })
     this.#tokens = new Counter({ name: `${PREFIX}tokens_total`, help: 'Tokens reported by the CLI.', labelNames: ['kind', 'type'], registers })
-    this.#httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered.', labelNames: ['method', 'route', 'status'], registers })
+    this.#httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered (but /health and /metrics).', labelNames: ['method', 'route', 'status'], registers })
     this.#httpDuration = new Histogram({ name: `${PREFIX}http_request_duration_seconds`, help: 'Time to answer HTTP requests (streams: until they end).', labelNames: ['method', 'route'], buckets: BUCKETS, registers })
   }
 
@@ -73,9 +74,16 @@ export class Metrics {
     this.#usage('chat', result)
   }
 
+  /** Called for every response: the labelled children are made once and kept. */
   httpRequest (method: string, route: string, status: number, seconds: number): void {
-    this.#httpRequests.inc({ method, route, status: String(status) })
-    this.#httpDuration.observe({ method, route }, seconds)
+    const key = `${method} ${route} ${status}`
+    let children = this.#httpChildren.get(key)
+    if (children === undefined) {
+      children = { requests: this.#httpRequests.labels({ method, route, status: String(status) }), duration: this.#httpDuration.labels({ method, route }) }
+      this.#httpChildren.set(key, children)
+    }
+    children.requests.inc()
+    children.duration.observe(seconds)
   }
 
   close (): void {

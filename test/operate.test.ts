@@ -204,7 +204,8 @@ describe('GET /metrics', () => {
     expect(text).toContain('claude_runner_tokens_total{kind="job",type="input"} 12506')
     expect(text).toContain('claude_runner_tokens_total{kind="job",type="cache_read"} 5')
     expect(text).toContain('claude_runner_tokens_total{kind="job",type="output"} 32')
-    expect(text).toContain('claude_runner_http_requests_total{method="GET",route="/health",status="200"} 1')
+    // Health checks and scrapes are not counted: they are machines polling.
+    expect(text).not.toContain('route="/health"')
     expect(text).toContain('claude_runner_http_requests_total{method="POST",route="/execute",status="202"} 3')
     expect(text).toMatch(/process_resident_memory_bytes \d+/)
     probe.release()
