@@ -14,9 +14,9 @@ const logged = Fastify({ loggerInstance: pino({ level: 'info' }, createWriteStre
 logged.get('/health', async () => health)
 await logged.listen({ host: '127.0.0.1', port: 0 })
 
-const port = (app: typeof bare) => {
-  const address = app.server.address()
+const port = (server: typeof bare.server) => {
+  const address = server.address()
   return typeof address === 'object' && address !== null ? address.port : null
 }
-process.stdout.write(`${JSON.stringify({ listening: port(bare), logged: port(logged) })}\n`)
+process.stdout.write(`${JSON.stringify({ listening: port(bare.server), logged: port(logged.server) })}\n`)
 process.on('SIGTERM', () => { void Promise.all([bare.close(), logged.close()]).then(() => process.exit(0)) })
