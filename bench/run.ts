@@ -2,6 +2,8 @@
 // in the same run on the same machine. Not part of the test suite. Writes docs/benchmarks.md and
 // bench/results.json. Options: --only http,jobs,scale,stream,workspaces  --quick (smaller runs).
 import { execFileSync } from 'node:child_process'
+import { createServer } from 'node:http'
+import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -338,6 +340,49 @@ async function workspaces () {
   return { runs, sizes: results }
 }
 
+// --- 6. Claude Code's own state: a configuration folder per run, or one shared -------------------
+async function cli () {
+  const claude = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
+  const server = createServer((request, response) => {
+    request.resume().on('end', () => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' })
+      const send = (type: string, data: Record<string, unknown>) => response.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`)
+      send('message_start', { message: { id: 'msg_bench', type: 'message', role: 'assistant', model: 'claude-haiku-5-5', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } } })
+      send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+      send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'ok' } })
+      send('content_block_stop', { index: 0 })
+      send('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } })
+      send('message_stop', {})
+      response.end()
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  const base = { PATH: process.env.PATH!, ANTHROPIC_BASE_URL: `http://127.0.0.1:${port}`, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+  const cwd = dir('cli-work')
+  const shared = dir('cli-shared')
+  const runOnce = async (env: Record<string, string>) => {
+    const t0 = performance.now()
+    await execa(claude, CLI_ARGS, { input: 'say ok', cwd, env, extendEnv: false })
+    return performance.now() - t0
+  }
+  const n = quick ? 3 : 10
+  const fresh: number[] = []
+  const reused: number[] = []
+  try {
+    await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: shared })
+    for (let i = 0; i < n; i++) {
+      reused.push(await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: shared }))
+      fresh.push(await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: dir(`cli-fresh-${i}`) }))
+    }
+  } finally {
+    server.close()
+  }
+  const f = stats(fresh)
+  const r = stats(reused)
+  return { runs: n, shared_config_ms: ms(r), fresh_config_ms: ms(f), added_p50_ms: round(f.p50 - r.p50) }
+}
+
 function ms (s: Stats) {
   return { p50: round(s.p50), p99: round(s.p99), mean: round(s.mean), n: s.n }
 }
@@ -345,7 +390,7 @@ function ms (s: Stats) {
 // --- run and report -------------------------------------------------------------------------
 // http runs last: autocannon leaves this process large, and a large process forks more slowly,
 // which would slow the direct-spawn floors of the other suites.
-const suites = { jobs, stream, scale, workspaces, http } as const
+const suites = { jobs, stream, cli, scale, workspaces, http } as const
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
 try {
   for (const [name, suite] of Object.entries(suites)) {
@@ -372,6 +417,7 @@ interface Report {
   scale?: Awaited<ReturnType<typeof scale>>
   stream?: Awaited<ReturnType<typeof stream>>
   workspaces?: Awaited<ReturnType<typeof workspaces>>
+  cli?: Awaited<ReturnType<typeof cli>>
 }
 
 function report (r: Report): string {
@@ -446,6 +492,17 @@ function report (r: Report): string {
       `| floor: CLI stdout to reader | ${s.floor.p50} | ${s.floor.p99} |`,
       `| service: CLI stdout to SSE client | ${s.service.p50} | ${s.service.p99} |`,
       '', `Added by the service: ${s.added_p50_ms} ms p50, ${s.added_p99_ms} ms p99. Goal: < 2 ms p50: ${verdict(s.service.p50 < 2)}.`, '')
+  }
+  if (r.cli) {
+    const c = r.cli
+    lines.push('## Claude Code state per run', '',
+      `The real CLI (the pinned devDependency) answering a one-word prompt from a local stand-in API, ${c.runs} runs each, taking`,
+      'turns: with the configuration folder (CLAUDE_CONFIG_DIR) of earlier runs, and with a fresh empty one, as the',
+      'service gives every run.', '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      `| shared, warm configuration folder | ${c.shared_config_ms.p50} | ${c.shared_config_ms.p99} |`,
+      `| fresh configuration folder per run | ${c.fresh_config_ms.p50} | ${c.fresh_config_ms.p99} |`,
+      '', `A folder of its own costs each run ${c.added_p50_ms} ms at p50: the price of never sharing \`.claude.json\` between concurrent runs.`, '')
   }
   if (r.workspaces) {
     const w = r.workspaces

@@ -14,7 +14,14 @@ try {
   process.exit(2)
 }
 
-const app = await buildApp(config)
+let app: Awaited<ReturnType<typeof buildApp>>
+try {
+  app = await buildApp(config)
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  process.stderr.write(`claude-runner: invalid configuration: ${error.message}\n`)
+  process.exit(2)
+}
 if (config.authTokensGenerated) {
   app.log.warn({ token: config.authTokens[0] }, 'AUTH_TOKENS is not set: generated a bearer token for this run (set AUTH_TOKENS to choose your own)')
 }

@@ -2,7 +2,8 @@ import type { Logger } from 'pino'
 import packageJson from '../package.json' with { type: 'json' }
 import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
-import type { Config } from './config.ts'
+import { stat } from 'node:fs/promises'
+import { ConfigError, type Config } from './config.ts'
 import { JobService } from './jobs/job-service.ts'
 import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
 import { WebhookSender } from './jobs/webhooks.ts'
@@ -56,6 +57,14 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
   if (leftovers.length > 0) logger.warn({ count: leftovers.length, workspaces: leftovers }, 'removed workspaces left by an earlier run')
 
   const agentEnv = buildAgentEnv(deps.env ?? process.env, config.agentEnvPassthrough)
+  // Facts of the CLI (2.1.332): as root it refuses bypassPermissions unless IS_SANDBOX=1. Every job
+  // would fail with the CLI's message; say it once, at start-up, instead.
+  if (config.agentPermissionMode === 'bypassPermissions' && process.getuid?.() === 0 && agentEnv.IS_SANDBOX !== '1') {
+    throw new ConfigError('AGENT_PERMISSION_MODE=bypassPermissions as root: the Claude Code CLI refuses it unless IS_SANDBOX=1. Set IS_SANDBOX=1 if this machine is a sandbox, or run the service as another user (the Docker image does)')
+  }
+  if (config.claudeConfigTemplate !== undefined && !(await isDirectory(config.claudeConfigTemplate))) {
+    throw new ConfigError(`CLAUDE_CONFIG_TEMPLATE ${config.claudeConfigTemplate} is not a folder`)
+  }
   const workspaces: WorkspaceProvider = config.baseRepo === undefined
     ? new DirectoryWorkspaces(folders)
     : new GitWorkspaces({
@@ -81,6 +90,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     killGraceMs: config.killGraceSeconds * 1000,
     maxOutputBytes: config.maxOutputBytes,
     workspaces: provider,
+    configs: { folders, template: config.claudeConfigTemplate },
     onError: (error, context) => logger.error({ err: error }, context),
   })
   const executor = executorFor(workspaces)
@@ -158,4 +168,8 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
       metrics.close()
     },
   }
+}
+
+async function isDirectory (path: string): Promise<boolean> {
+  return stat(path).then(info => info.isDirectory(), () => false)
 }

@@ -189,7 +189,10 @@ function resultError (result: CliResult): RunError {
   const message = errors.length > 0 ? errors.join('; ') : text !== '' ? text : `the agent failed (${result.subtype})`
   if (result.subtype === 'error_max_turns') return { code: 'max_turns', message }
   if (result.subtype === 'error_max_budget_usd') return { code: 'max_budget', message }
-  if (typeof result.api_error_status === 'number') return { code: 'api_error', message }
+  if (typeof result.api_error_status === 'number') {
+    const status = String(result.api_error_status)
+    return { code: 'api_error', message: message.includes(status) ? message : `${message} (API status ${status})` }
+  }
   return { code: 'agent_error', message }
 }
 

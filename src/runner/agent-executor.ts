@@ -1,9 +1,10 @@
+import { cp, mkdir } from 'node:fs/promises'
 import { runAgent, type AgentOutcome, type RunError } from '../agent/agent-run.ts'
 import type { AgentSpec } from '../agent/cli-args.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../jobs/job.ts'
-import { WorkspaceError, type WorkspaceChanges, type WorkspaceProvider } from '../workspace/workspace.ts'
+import { WorkspaceError, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
 
 export interface ExecuteRequest {
   /** Names the workspace; unique among runs in flight. */
@@ -27,6 +28,12 @@ export interface AgentExecutorOptions {
   bin: string
   /** The agent's whole environment (already filtered: see agent-env.ts). */
   env: Readonly<Record<string, string>>
+  /**
+   * Each run gets a Claude Code configuration folder of its own (CLAUDE_CONFIG_DIR), copied from
+   * `template` when there is one, and removed with the workspace: concurrent runs never share
+   * ~/.claude.json, and session transcripts never pile up in a shared home.
+   */
+  configs: { folders: WorkspaceFolders, template?: string | undefined }
   killGraceMs: number
   maxOutputBytes: number
   workspaces: WorkspaceProvider
@@ -52,10 +59,15 @@ export class AgentExecutor {
 
   async execute (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal): Promise<ExecuteOutcome> {
     hooks.onPhase?.('preparing')
+    const { folders, template } = this.#options.configs
+    const configDir = folders.configPathFor(request.id)
     let workspace
     try {
+      await mkdir(configDir, { mode: 0o700 })
+      if (template !== undefined) await cp(template, configDir, { recursive: true })
       workspace = await this.#options.workspaces.prepare(request.id, { ref: request.ref, signal })
     } catch (error) {
+      await folders.discard(configDir)
       if (signal.aborted) return stopped(signal)
       const failure: RunError = error instanceof WorkspaceError
         ? { code: error.code, message: error.message }
@@ -70,7 +82,7 @@ export class AgentExecutor {
       const outcome = await runAgent(request.spec, {
         bin: this.#options.bin,
         cwd: workspace.path,
-        env: this.#options.env,
+        env: { ...this.#options.env, CLAUDE_CONFIG_DIR: configDir },
         killGraceMs: this.#options.killGraceMs,
         maxOutputBytes: this.#options.maxOutputBytes,
         signal,
@@ -100,6 +112,7 @@ export class AgentExecutor {
     } finally {
       if (agentPid !== undefined) this.#live.delete(agentPid)
       await workspace.dispose()
+      await folders.discard(configDir)
     }
   }
 

@@ -64,21 +64,25 @@ export class WorkspaceError extends Error {
 export class WorkspaceFolders {
   readonly root: string
   readonly jobs: string
+  /** A Claude Code configuration folder per run (CLAUDE_CONFIG_DIR): see AgentExecutor. */
+  readonly configs: string
   readonly trash: string
   readonly #pending = new Set<Promise<void>>()
 
   constructor (root: string) {
     this.root = root
     this.jobs = join(root, 'jobs')
+    this.configs = join(root, 'claude-config')
     this.trash = join(root, 'trash')
   }
 
-  /** Creates the layout and removes what a crashed predecessor left; returns the names removed. */
+  /** Creates the layout and removes what a crashed predecessor left; returns the workspaces removed. */
   async init (): Promise<string[]> {
-    await mkdir(this.jobs, { recursive: true, mode: 0o700 })
-    await mkdir(this.trash, { recursive: true, mode: 0o700 })
+    for (const dir of [this.jobs, this.configs, this.trash]) await mkdir(dir, { recursive: true, mode: 0o700 })
     const trash = await readdir(this.trash)
     await Promise.all(trash.map(name => rm(join(this.trash, name), { recursive: true, force: true })))
+    const configs = await readdir(this.configs)
+    await Promise.all(configs.map(name => this.discard(join(this.configs, name))))
     const leftovers = await readdir(this.jobs)
     await Promise.all(leftovers.map(name => this.discard(join(this.jobs, name))))
     return leftovers
@@ -86,6 +90,10 @@ export class WorkspaceFolders {
 
   pathFor (id: string): string {
     return join(this.jobs, id)
+  }
+
+  configPathFor (id: string): string {
+    return join(this.configs, id)
   }
 
   /** Takes `path` away at once and deletes it in the background. Never throws. */

@@ -1,0 +1,200 @@
+// The real Claude Code CLI (npm @anthropic-ai/claude-code, pinned), run by the service against a
+// local stand-in for the Anthropic Messages API: no network, no fake of our own making.
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import OpenAI from 'openai'
+import { describe, expect, it, vi } from 'vitest'
+import { buildApp } from '../src/app.ts'
+import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
+import { AnthropicStub, hasToolResult, lastUserText, systemText, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
+import { AUTH, finished, listen, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { expectAllGone } from './helpers/probe.ts'
+import { makeRepo, pushCommit } from './helpers/repos.ts'
+
+const CLAUDE = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
+const SERVICE_SECRETS = { AUTH_TOKENS: 'service-auth-token-must-not-leak', WEBHOOK_SECRET: 'service-webhook-secret-must-not-leak', DATABASE_PASSWORD: 'db-password-must-not-leak' }
+
+/** The working directory the CLI tells the model about. */
+const cwdOf = (call: MessagesCall): string => {
+  const match = /Primary working directory: (\S+)/.exec(JSON.stringify(call.body))
+  if (match === null) throw new Error('no working directory in the request')
+  return match[1]!.replace(/\\n$/, '')
+}
+
+async function realApp (script: Script, overrides: Partial<Config> = {}) {
+  const stub = await AnthropicStub.start(script)
+  const home = await tempDir('cr-home-')
+  const env = {
+    PATH: process.env.PATH!,
+    HOME: home,
+    ANTHROPIC_BASE_URL: stub.url,
+    ANTHROPIC_API_KEY: 'dummy-key',
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    // The tests run as root in CI: the CLI takes bypassPermissions only in a declared sandbox.
+    IS_SANDBOX: '1',
+    ...SERVICE_SECRETS,
+  }
+  const made = await makeApp({ claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', killGraceSeconds: 1, ...overrides }, { env })
+  return { ...made, stub, home }
+}
+
+/** Process ids still in the process group `pgid`. */
+function groupMembers (pgid: number): number[] {
+  const members: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (fields[0] !== 'Z' && Number(fields[2]) === pgid) members.push(Number(entry))
+    } catch {}
+  }
+  return members
+}
+
+describe('the real Claude Code CLI', () => {
+  it.runIf(process.getuid?.() === 0)('as root, refuses bypassPermissions without IS_SANDBOX at start-up, saying what to do', async () => {
+    const config = defaultConfig({ workspaceRoot: await tempDir(), claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', authTokens: [TOKEN] })
+    await expect(buildApp(config, { logger: false, env: { PATH: process.env.PATH! } })).rejects.toThrow(/IS_SANDBOX=1/)
+    await expect(buildApp(config, { logger: false, env: { PATH: process.env.PATH! } })).rejects.toBeInstanceOf(ConfigError)
+  })
+
+  it('is the pinned version, found by the service', async () => {
+    const { app } = await realApp(() => ({ text: 'unused' }))
+    await app.ctx.cli.ready
+    expect((await app.inject({ method: 'GET', url: '/health' })).json().claude).toMatchObject({ state: 'found', version: '2.1.332 (Claude Code)' })
+  })
+
+  it('writes a file with the Write tool, and the job shows it among its changes', async () => {
+    const repo = makeRepo(await tempDir())
+    const { app, stub } = await realApp(call => hasToolResult(call)
+      ? { text: 'I wrote hello.txt.' }
+      : { toolUse: { name: 'Write', input: { file_path: join(cwdOf(call), 'hello.txt'), content: 'hello from the model\n' } } },
+    { baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    await app.ctx.workspaces.ready
+    const job = await run(app, { prompt: 'Create hello.txt saying hello.', model: 'haiku' })
+    expect(job).toMatchObject({ status: 'completed', result: { text: 'I wrote hello.txt.', is_error: false, num_turns: 2 }, agent: { claude_code_version: '2.1.332', model: 'claude-haiku-5-5' } })
+    expect(job.changes!.files).toEqual([{ path: 'hello.txt', status: 'added' }])
+    expect(job.changes!.diff).toContain('+hello from the model')
+    expect(stub.calls).toHaveLength(2)
+    expect(stub.calls.every(call => call.url === '/v1/messages?beta=true' && call.body.stream === true)).toBe(true)
+    expect(stub.otherRequests).toEqual([])
+    const events = app.ctx.jobs.get(job.job_id)!.events.since(0).map(event => event.type)
+    expect(events).toEqual(expect.arrayContaining(['init', 'tool_use', 'tool_result', 'text', 'result']))
+  })
+
+  it('runs .claude/agents/NAME.md as the main agent with agent: NAME', async () => {
+    const repo = makeRepo(await tempDir())
+    pushCommit(repo, 'main', '.claude/agents/reviewer.md', '---\nname: reviewer\ndescription: Reviews code\n---\nYou are REVIEWER-7. Begin every answer with "REVIEWED:".\n')
+    const { app } = await realApp(call => ({ text: systemText(call).includes('REVIEWER-7') || JSON.stringify(call.body).includes('REVIEWER-7') ? 'REVIEWED: looks fine' : 'not the reviewer' }),
+      { baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    await app.ctx.workspaces.ready
+    const job = await run(app, { prompt: 'Review the code.', agent: 'reviewer' })
+    expect(job.status).toBe('completed')
+    expect(job.result!.text).toBe('REVIEWED: looks fine')
+  })
+
+  it('fails a job whose agent does not exist with the CLI\'s message, before any API call', async () => {
+    const { app, stub } = await realApp(() => ({ text: 'unused' }))
+    const job = await run(app, { prompt: 'hi', agent: 'no-such-agent' })
+    expect(job.status).toBe('failed')
+    expect(job.error!.message).toContain("'no-such-agent' not found")
+    expect(job.exit).toEqual({ code: 1, signal: null })
+    expect(stub.calls).toHaveLength(0)
+  })
+
+  it('fails a job that hits max_turns, with the reason', async () => {
+    const { app } = await realApp(() => ({ toolUse: { name: 'Bash', input: { command: 'echo again', description: 'Echo' } } }))
+    const job = await run(app, { prompt: 'Loop forever.', max_turns: 1 })
+    expect(job).toMatchObject({ status: 'failed', error: { code: 'max_turns', message: 'Reached maximum number of turns (1)' }, result: { subtype: 'error_max_turns' } })
+  })
+
+  it('fails a job when the API answers 401, saying so', async () => {
+    const { app } = await realApp(() => ({ status: 401, errorType: 'authentication_error', message: 'invalid x-api-key' }))
+    const job = await run(app, { prompt: 'hi' })
+    expect(job.status).toBe('failed')
+    expect(job.error!.code).toBe('api_error')
+    expect(job.error!.message).toBe('Invalid API key · Fix external API key (API status 401)')
+    expect(job.result).toMatchObject({ is_error: true, api_error_status: 401 })
+  })
+
+  it('surfaces the CLI\'s API retries as job events', async () => {
+    const { app } = await realApp((_call, index) => index === 0 ? { status: 500, errorType: 'api_error', message: 'try again', retry: true } : { text: 'made it' })
+    const job = await run(app, { prompt: 'hi' })
+    expect(job).toMatchObject({ status: 'completed', result: { text: 'made it' } })
+    const retries = app.ctx.jobs.get(job.job_id)!.events.since(0).filter(event => event.type === 'api_retry').map(event => JSON.parse(event.json))
+    expect(retries).toEqual([expect.objectContaining({ attempt: 1, error_status: 500 })])
+  })
+
+  it('leaves no process behind when a job is cancelled while the CLI waits on a slow answer', async () => {
+    const { app, stub, root } = await realApp(() => ({ hang: true }))
+    const job = await submit(app, { prompt: 'Take your time.' })
+    await stub.waitForCalls(1)
+    const pid = app.ctx.jobs.get(job.job_id)!.pid!
+    expect(groupMembers(pid).length).toBeGreaterThan(0)
+    const response = await app.inject({ method: 'DELETE', url: `/jobs/${job.job_id}`, headers: AUTH })
+    expect(response.statusCode).toBe(202)
+    const done = await finished(app, job.job_id)
+    expect(done.status).toBe('cancelled')
+    await expectAllGone([pid])
+    await vi.waitFor(() => expect(groupMembers(pid)).toEqual([]))
+    expect(readdirSync(join(root, 'jobs'))).toEqual([])
+  })
+
+  it('streams a chat completion through the openai SDK', async () => {
+    const answer = 'Hello from the stand-in model, in pieces.'
+    const { app, stub } = await realApp(() => ({ text: answer, chunks: 6 }))
+    const url = await listen(app)
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 })
+    const stream = await client.chat.completions.create({
+      model: 'sonnet',
+      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Say hello.' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    })
+    const deltas: string[] = []
+    let usage
+    for await (const chunk of stream) {
+      const text = chunk.choices[0]?.delta.content
+      if (text) deltas.push(text)
+      if (chunk.usage) usage = chunk.usage
+    }
+    expect(deltas.join('')).toBe(answer)
+    expect(deltas.length).toBeGreaterThan(1)
+    expect(usage).toMatchObject({ completion_tokens: expect.any(Number), prompt_tokens: expect.any(Number) })
+    expect(JSON.stringify(stub.calls[0]!.body.system)).toContain('Be brief.')
+  })
+
+  it('gives the agent none of the service\'s secrets, and a configuration folder of its own seeded from the template', async () => {
+    const template = await tempDir('cr-template-')
+    writeFileSync(join(template, 'settings.json'), JSON.stringify({ env: { FROM_CONFIG_TEMPLATE: 'seeded' } }))
+    const { app, stub, root, home } = await realApp(call => hasToolResult(call) ? { text: 'done' } : { toolUse: { name: 'Bash', input: { command: 'env', description: 'Print the environment' } } },
+      { claudeConfigTemplate: template })
+    const job = await run(app, { prompt: 'Print your environment.' })
+    expect(job.status).toBe('completed')
+    const printed = toolResults(stub.calls[1]!).join('\n')
+    expect(printed).toContain('ANTHROPIC_BASE_URL=')
+    for (const secret of Object.values(SERVICE_SECRETS)) expect(printed).not.toContain(secret)
+    expect(printed).not.toContain('AUTH_TOKENS')
+    expect(printed).toContain(`CLAUDE_CONFIG_DIR=${join(root, 'claude-config', job.job_id)}`)
+    expect(printed).toContain('FROM_CONFIG_TEMPLATE=seeded')
+    // The run's configuration (and its session transcript) went with it; the home was never used.
+    expect(readdirSync(join(root, 'claude-config'))).toEqual([])
+    expect(existsSync(join(home, '.claude.json'))).toBe(false)
+    expect(existsSync(join(home, '.claude'))).toBe(false)
+  })
+
+  it('runs 10 jobs at once without corrupting each other\'s CLI state', async () => {
+    const { app, stub, home, root } = await realApp(call => ({ text: `answer to ${/job (\d+)/.exec(lastUserText(call))?.[1] ?? '?'}` }), { maxConcurrency: 10 })
+    const jobs = []
+    for (let i = 0; i < 10; i++) jobs.push(await submit(app, { prompt: `This is job ${i}.` }))
+    const done = await Promise.all(jobs.map(job => finished(app, job.job_id)))
+    expect(done.map(job => job.status)).toEqual(Array(10).fill('completed'))
+    expect(done.map(job => job.result!.text)).toEqual(Array.from({ length: 10 }, (_, i) => `answer to ${i}`))
+    expect(new Set(done.map(job => job.result!.session_id)).size).toBe(10)
+    expect(stub.calls).toHaveLength(10)
+    expect(existsSync(join(home, '.claude.json'))).toBe(false)
+    expect(readdirSync(join(root, 'claude-config'))).toEqual([])
+  })
+})
