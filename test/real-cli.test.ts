@@ -119,6 +119,12 @@ describe('the real Claude Code CLI', () => {
     expect(job.result).toMatchObject({ is_error: true, api_error_status: 401 })
   })
 
+  it('fails a job when the API is overloaded (529)', async () => {
+    const { app } = await realApp(() => ({ status: 529, errorType: 'overloaded_error', message: 'Overloaded' }))
+    const job = await run(app, { prompt: 'hi' })
+    expect(job).toMatchObject({ status: 'failed', error: { code: 'api_error', message: expect.stringContaining('529') }, result: { is_error: true, api_error_status: 529 } })
+  })
+
   it('surfaces the CLI\'s API retries as job events', async () => {
     const { app } = await realApp((_call, index) => index === 0 ? { status: 500, errorType: 'api_error', message: 'try again', retry: true } : { text: 'made it' })
     const job = await run(app, { prompt: 'hi' })
