@@ -27,7 +27,8 @@ export function machine (): Record<string, string | number> {
   const git = execFileSync('git', ['--version'], { encoding: 'utf8' }).trim()
   let gitCrypt = 'not installed'
   try {
-    gitCrypt = execFileSync('git-crypt', ['--version'], { encoding: 'utf8' }).trim()
+    // git-crypt prints its version on stderr.
+    gitCrypt = execFileSync('sh', ['-c', 'git-crypt --version 2>&1'], { encoding: 'utf8' }).trim()
   } catch {}
   return {
     cpu: cpus()[0]?.model ?? 'unknown',

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { createServer } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -16,7 +16,7 @@ import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
 import { WorkspaceFolders } from '../src/workspace/workspace.ts'
 import { AUTH, cpuMs, fixture, json, machine, round, startBareFastify, startService, stats, wallNow, type Stats } from './lib.ts'
 
-const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' } } })
+const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, 'report-only': { type: 'boolean' } } })
 const quick = values.quick === true
 const only = values.only?.split(',')
 const scratch = mkdtempSync(join(tmpdir(), 'claude-runner-bench-'))
@@ -286,19 +286,21 @@ async function workspaces () {
     await folders.init()
     const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, agentEnv: { PATH: process.env.PATH! }, logger: pino({ level: 'silent' }), now: Date.now })
     await provider.ready
+    // The floors read the same object store the service clones from: its warm bare base.
+    const base = join(folders.root, 'base.git')
     // The three take turns, each after the previous one's files are deleted and flushed (creating
     // files right after deleting others is slow on some filesystems): the disk is in the same state
     // for all. The first round warms the page cache and is dropped.
     const methods = {
       clone: {
-        run: (i: number) => { execFileSync('git', ['clone', '-q', '--local', origin, join(floorsDir, `clone-${i}`)]) },
+        run: (i: number) => { execFileSync('git', ['clone', '-q', '--local', base, join(floorsDir, `clone-${i}`)]) },
         clean: async (i: number) => rmSync(join(floorsDir, `clone-${i}`), { recursive: true, force: true }),
       },
       checkoutIndex: {
         run: (i: number) => {
           const target = join(floorsDir, `index-${i}`)
           mkdirSync(target, { recursive: true })
-          const env = { ...process.env, GIT_DIR: origin, GIT_WORK_TREE: target, GIT_INDEX_FILE: join(floorsDir, `index-${i}.idx`) }
+          const env = { ...process.env, GIT_DIR: base, GIT_WORK_TREE: target, GIT_INDEX_FILE: join(floorsDir, `index-${i}.idx`) }
           execFileSync('git', ['read-tree', 'main'], { env })
           execFileSync('git', ['checkout-index', '-a'], { env })
         },
@@ -394,6 +396,7 @@ const suites = { jobs, stream, cli, scale, workspaces, http } as const
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
 try {
   for (const [name, suite] of Object.entries(suites)) {
+    if (values['report-only'] === true) break
     if (only !== undefined && !only.includes(name)) continue
     log(`${name}…`)
     const started = performance.now()
@@ -404,6 +407,11 @@ try {
   rmSync(scratch, { recursive: true, force: true })
 }
 const resultsFile = new URL('./results.json', import.meta.url)
+if ((only !== undefined || values['report-only'] === true) && existsSync(resultsFile)) {
+  // A partial run (--only) updates its sections and keeps the others.
+  const previous = JSON.parse(readFileSync(resultsFile, 'utf8')) as Record<string, unknown>
+  for (const [key, value] of Object.entries(previous)) if (!(key in results) || values['report-only'] === true) results[key] = value
+}
 writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n')
 writeFileSync(new URL('../docs/benchmarks.md', import.meta.url), report(results as unknown as Report))
 log('wrote bench/results.json and docs/benchmarks.md')
@@ -435,7 +443,7 @@ function report (r: Report): string {
   if (r.http) {
     const h = r.http
     lines.push('## HTTP', '',
-      `autocannon, ${h.connections} connections, ${h.duration_s} s per run after a 1 s warm-up; the three targets take turns over`,
+      `autocannon, ${h.connections} connections, ${h.duration_s} s per run after a 1 s warm-up; the four targets take turns over`,
       `${h.rounds} rounds and each figure is the median. The service runs as its own process at LOG_LEVEL=info; the floor is a`,
       'bare Fastify "hello" route in another. The load generator shares the two cores, so throughput is partly its limit;',
       'CPU per request is read from the server process itself and does not depend on it.', '',
@@ -507,10 +515,11 @@ function report (r: Report): string {
   if (r.workspaces) {
     const w = r.workspaces
     lines.push('## Workspaces', '',
-      'Preparing one job\'s workspace (`GitWorkspaces.prepare`: `clone --local --no-checkout` of the warm base, then',
-      `\`checkout --detach\` with \`checkout.workers\`), p50 of ${w.runs} runs after one warm-up, on generated repositories`,
-      '(~10 KB of incompressible text per file). Floors: `git clone --local` with its checkout, and `git read-tree` +',
-      '`checkout-index -a` into an empty folder (materialising the files and nothing else).', '',
+      'Preparing one job\'s workspace at BASE_REF (`GitWorkspaces.prepare`: one `clone --local --branch` of the warm base,',
+      `its template holding the git-crypt key, parallel checkout from 1,000 files), p50 of ${w.runs} runs after one warm-up, on`,
+      'generated repositories (~10 KB of incompressible text per file). Floors, from the same base: `git clone --local` with',
+      'its checkout, and `git read-tree` + `checkout-index -a` into an empty folder (the files and nothing else). The three',
+      'take turns, each after the previous one\'s files are deleted and flushed.', '',
       '| files | floor: clone --local | floor: checkout-index | service prepare | ratio to clone | ratio to checkout-index |', '| --- | --- | --- | --- | --- | --- |',
       ...w.sizes.map(size => `| ${size.files} | ${size.floor_clone_local_ms.p50} ms | ${size.floor_checkout_index_ms.p50} ms | ${size.service_prepare_ms.p50} ms | ${size.ratio_to_clone} | ${size.ratio_to_checkout_index} |`),
       '')

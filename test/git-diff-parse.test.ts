@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { parseRawNumstat } from '../src/workspace/git-workspaces.ts'
+import { parseRawNumstat } from '../src/workspace/changes.ts'
 import { tempDir } from './helpers/app.ts'
 import { sh, writeFile } from './helpers/repos.ts'
 

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
-import { chmod, copyFile, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
+import { collectChanges } from './changes.ts'
 import { git, GitCommandError } from './git.ts'
 import { isCommitId } from './refs.ts'
 import { RwLock } from './rw-lock.ts'
@@ -36,7 +37,6 @@ const GIT_CRYPT_CONFIG = [
   'filter.git-crypt.required=true',
   'diff.git-crypt.textconv="git-crypt" diff',
 ]
-const MAX_COMMITS = 1000
 /** Parallel checkout only pays for itself on large trees (measured: slower at 200 files, 1.8x faster at 5,000). */
 const PARALLEL_CHECKOUT_FILES = 1000
 /** Past this many packs in the base, a fetch is followed by a geometric repack. */
@@ -46,12 +46,11 @@ const MAX_PACKS = 16
  * Per-job git workspaces from a warm base repository.
  *
  * The base is a bare clone of BASE_REPO under WORKSPACE_ROOT/base.git, kept fresh by `git fetch`.
- * A job's workspace is `git clone --local --no-checkout` of it (objects hardlinked, so it costs
- * little), then the git-crypt key and filters when the repository uses git-crypt, then a checkout
- * of the job's commit. Whatever changes the base (clone, fetch, repack) holds the write side of one
- * lock; a workspace's clone holds the read side only while it links objects; the checkout and the
- * agent's run hold nothing. (`git worktree` is never used: git-crypt breaks on worktrees, and they
- * share the base's index locks.)
+ * A job's workspace is a `git clone --local` of it (objects hardlinked, so it costs little) whose
+ * template brings the git-crypt key before any file is checked out. Whatever changes the base
+ * (clone, fetch, repack) holds the write side of one lock; resolving a workspace's ref and cloning
+ * hold the read side; a commit-id checkout and the agent's run hold nothing. (`git worktree` is
+ * never used: git-crypt breaks on worktrees, and they share the base's index locks.)
  */
 export class GitWorkspaces implements WorkspaceProvider {
   readonly #options: GitWorkspacesOptions
@@ -322,45 +321,16 @@ export class GitWorkspaces implements WorkspaceProvider {
   }
 
   async #collect (path: string, baseCommit: string, { push, jobId, signal }: CollectOptions): Promise<WorkspaceChanges> {
-    const untrusted = { untrusted: { env: this.#options.agentEnv }, trustedConfig: this.#hasKey, signal }
-    const inWorkspace = (args: string[], env?: Record<string, string>) => git(path, args, { ...untrusted, env })
-
-    let pushResult: WorkspaceChanges['push'] = null
-    if (push) {
-      // Commit what the agent left uncommitted, so the pushed branch holds all of its work.
-      if ((await inWorkspace(['status', '--porcelain', '-z'])).length > 0) {
-        await inWorkspace(['add', '-A'])
-        await inWorkspace(['commit', '--quiet', '--no-verify', '-m', `claude-runner: changes of job ${jobId}`])
-      }
-    }
-
-    const head = (await inWorkspace(['rev-parse', 'HEAD'])).trim()
-    const log = await inWorkspace(['log', `--max-count=${MAX_COMMITS}`, '--reverse', '--format=%H%x00%s%x00', `${baseCommit}..${head}`])
-    const parts = log.split('\0').map(part => part.replace(/^\n/, ''))
-    const commits: WorkspaceChanges['commits'] = []
-    for (let i = 0; i + 1 < parts.length; i += 2) commits.push({ sha: parts[i]!, subject: parts[i + 1]! })
-
-    // Stage everything (untracked files too) in a scratch index: the agent's own index is left alone.
-    const index = { GIT_INDEX_FILE: join(path, '.git', `claude-runner-${randomBytes(4).toString('hex')}.index`) }
-    await inWorkspace(['read-tree', head], index)
-    await inWorkspace(['add', '-A'], index)
-    const diffArgs = ['diff', '--cached', '--no-ext-diff', '--no-textconv', '-M', '--no-color']
-    const { files, stats } = parseRawNumstat(await inWorkspace([...diffArgs, '--raw', '--numstat', '-z', baseCommit], index))
-    const diffFile = join(path, '.git', 'claude-runner.diff')
-    await inWorkspace([...diffArgs, `--output=${diffFile}`, baseCommit], index)
-    const { text: diff, truncated } = await readCapped(diffFile, this.#options.maxDiffBytes)
-
-    if (push) pushResult = await this.#push(path, head, jobId, signal)
-    return {
-      base_commit: baseCommit,
-      head_commit: head,
-      commits,
-      files,
-      stats,
-      diff,
-      diff_truncated: truncated,
-      push: pushResult,
-    }
+    return collectChanges({
+      path,
+      baseCommit,
+      jobId,
+      signal,
+      agentEnv: this.#options.agentEnv,
+      gitCrypt: this.#hasKey,
+      maxDiffBytes: this.#options.maxDiffBytes,
+      push: push ? head => this.#push(path, head, jobId, signal) : undefined,
+    })
   }
 
   /**
@@ -380,56 +350,6 @@ export class GitWorkspaces implements WorkspaceProvider {
     } finally {
       await this.#lock.write(() => git(this.#base, ['update-ref', '-d', staging])).catch(() => {})
     }
-  }
-}
-
-/**
- * Reads `git diff --raw --numstat -z`: raw records (`:modes shas STATUS\0path\0`, two paths for
- * renames and copies) give each file's status, numstat records (`added\tdeleted\tpath\0`, or an
- * empty path then two paths for renames; `-` for binary files) give the line counts.
- */
-export function parseRawNumstat (output: string): Pick<WorkspaceChanges, 'files' | 'stats'> {
-  const fields = output.split('\0')
-  const files: WorkspaceChanges['files'] = []
-  let insertions = 0
-  let deletions = 0
-  for (let i = 0; i < fields.length;) {
-    const field = fields[i++]!
-    if (field === '') continue
-    if (field.startsWith(':')) {
-      const kind = field.slice(field.lastIndexOf(' ') + 1)[0]!
-      if (kind === 'R' || kind === 'C') {
-        const oldPath = fields[i++]!
-        files.push({ path: fields[i++]!, status: statusName(kind), old_path: oldPath })
-      } else {
-        files.push({ path: fields[i++]!, status: statusName(kind) })
-      }
-      continue
-    }
-    const [added, removed, path] = field.split('\t')
-    if (added !== '-') insertions += Number(added)
-    if (removed !== '-') deletions += Number(removed)
-    if (path === '') i += 2 // a rename: old and new paths follow
-  }
-  return { files, stats: { files_changed: files.length, insertions, deletions } }
-}
-
-function statusName (kind: string): string {
-  return { A: 'added', M: 'modified', D: 'deleted', R: 'renamed', C: 'copied', T: 'type_changed' }[kind] ?? 'changed'
-}
-
-async function readCapped (file: string, maxBytes: number): Promise<{ text: string, truncated: boolean }> {
-  const handle = await open(file, 'r')
-  try {
-    const { size } = await handle.stat()
-    const length = Math.min(size, maxBytes)
-    const buffer = Buffer.alloc(length)
-    await handle.read(buffer, 0, length, 0)
-    // Cut at the last whole line so a truncated diff stays readable.
-    const text = size > maxBytes ? buffer.toString('utf8', 0, buffer.lastIndexOf(0x0a) + 1) : buffer.toString('utf8')
-    return { text, truncated: size > maxBytes }
-  } finally {
-    await handle.close()
   }
 }
 
