@@ -14,7 +14,7 @@ const Message = Type.Object({
 
 /**
  * OpenAI's Chat Completions request. Parameters the CLI cannot honour are accepted and ignored
- * (IGNORED_PARAMETERS); the ones that would change the meaning of the answer are refused.
+ * (docs/api.md lists them); the ones that would change the meaning of the answer are refused.
  */
 export const ChatCompletionBody = Type.Object({
   model: Type.String({ minLength: 1, maxLength: 256 }),
@@ -31,14 +31,6 @@ export const ChatCompletionBody = Type.Object({
   logprobs: Type.Optional(NullableScalar(Type.Boolean())),
 }, { additionalProperties: true })
 export type ChatCompletionBody = Static<typeof ChatCompletionBody>
-
-/** Accepted and ignored: `claude -p` has no such settings. Listed in docs/api.md. */
-export const IGNORED_PARAMETERS = [
-  'temperature', 'top_p', 'max_tokens', 'max_completion_tokens', 'presence_penalty', 'frequency_penalty',
-  'stop', 'seed', 'user', 'logit_bias', 'top_logprobs', 'metadata', 'store', 'service_tier', 'reasoning_effort',
-  'response_format', 'parallel_tool_calls', 'prediction', 'web_search_options', 'safety_identifier',
-  'prompt_cache_key', 'verbosity',
-] as const
 
 const Usage = Type.Object({
   prompt_tokens: Type.Integer(),
