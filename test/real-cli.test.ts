@@ -1,6 +1,6 @@
 // The real Claude Code CLI (npm @anthropic-ai/claude-code, pinned), run by the service against a
 // local stand-in for the Anthropic Messages API: no network, no fake of our own making.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
@@ -9,7 +9,7 @@ import { buildApp } from '../src/app.ts'
 import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
 import { AnthropicStub, hasToolResult, lastUserText, systemText, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
 import { AUTH, finished, listen, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
-import { expectAllGone } from './helpers/probe.ts'
+import { expectAllGone, groupMembers } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
 const CLAUDE = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
@@ -37,20 +37,6 @@ async function realApp (script: Script, overrides: Partial<Config> = {}) {
   }
   const made = await makeApp({ claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', killGraceSeconds: 1, ...overrides }, { env })
   return { ...made, stub, home }
-}
-
-/** Process ids still in the process group `pgid`. */
-function groupMembers (pgid: number): number[] {
-  const members: number[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (fields[0] !== 'Z' && Number(fields[2]) === pgid) members.push(Number(entry))
-    } catch {}
-  }
-  return members
 }
 
 describe('the real Claude Code CLI', () => {

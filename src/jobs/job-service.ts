@@ -45,7 +45,7 @@ export class JobService {
   /** Accepts a job (it is queued, or started at once) or throws `queue_full` / `shutting_down`. */
   submit (request: JobRequest, options: { idempotency?: { key: string, fingerprint: string } | undefined } = {}): Job {
     const { runner, store, now } = this.#options
-    const timeoutMs = (request.timeout_seconds ?? this.#options.defaultTimeoutMs / 1000) * 1000
+    const timeoutMs = request.timeout_seconds === undefined ? this.#options.defaultTimeoutMs : request.timeout_seconds * 1000
     const job = new Job({
       id: randomUUID(),
       seq: ++this.#seq,

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { onTestFinished, vi } from 'vitest'
@@ -86,15 +86,28 @@ export class AgentProbe {
   }
 }
 
-/** Whether a process is alive (a zombie counts as dead: it runs nothing). */
-export function isRunning (pid: number): boolean {
+/** The fields of /proc/PID/stat after the command name (state first, then ppid, pgrp...), or undefined. */
+function procStat (pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    return state !== 'Z' && state !== 'X'
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
-    return false
+    return undefined
   }
+}
+
+/** Whether a process is alive (a zombie counts as dead: it runs nothing). */
+export function isRunning (pid: number): boolean {
+  const state = procStat(pid)?.[0]
+  return state !== undefined && state !== 'Z' && state !== 'X'
+}
+
+/** Live processes in the process group `pgid`. */
+export function groupMembers (pgid: number): number[] {
+  return readdirSync('/proc').filter(entry => /^\d+$/.test(entry)).filter(entry => {
+    const fields = procStat(entry)
+    return fields !== undefined && fields[0] !== 'Z' && Number(fields[2]) === pgid
+  }).map(Number)
 }
 
 /** Waits until none of `pids` runs (SIGKILL is delivered asynchronously by the kernel). */
