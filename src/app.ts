@@ -1,7 +1,7 @@
 import bearerAuth from '@fastify/bearer-auth'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
 import { toHttpError } from './http/errors.ts'
@@ -53,17 +53,11 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     if (http.statusCode >= 500) request.log.error({ err: error }, 'request failed')
     void reply.code(http.statusCode).headers(http.headers).send({ error: { code: http.code, message: http.message, ...http.details } })
   })
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } })
-  })
-  // Counted and logged when the response closes, so streams (hijacked replies) are too. Health
-  // checks and scrapes come every few seconds from machines: they are neither counted nor logged.
-  app.addHook('onRequest', (request, reply, done) => {
+  // Every API request is counted and logged once, when its response closes, so streams (hijacked
+  // replies) are too. The hook is added to each API scope and to the 404 handler, not to the root:
+  // health checks and scrapes, which machines send every few seconds, run no hook at all.
+  const observe: onRequestHookHandler = (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched'
-    if (route === '/health' || route === '/metrics') {
-      done()
-      return
-    }
     const started = performance.now()
     reply.raw.once('close', () => {
       const seconds = (performance.now() - started) / 1000
@@ -72,7 +66,12 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       request.log.info({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
     })
     done()
+  }
+  app.setNotFoundHandler({ preHandler: observe }, (request, reply) => {
+    void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } })
   })
+  // Polled routes log nothing of their own, so they skip the per-request child logger too.
+  const polled = (scope: FastifyInstance): void => { scope.setChildLoggerFactory(logger => logger) }
 
   await app.register(swagger, {
     openapi: {
@@ -83,22 +82,28 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     },
   })
 
-  await app.register(healthRoutes, { ctx })
+  await app.register(async function healthApi (scope) {
+    polled(scope)
+    await scope.register(healthRoutes, { ctx })
+  })
   // Everything but /health needs a token: each API in a scope of its own, with its error shape.
   const authenticate = async (scope: FastifyInstance, keys: string[]): Promise<void> => {
     await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug' })
     scope.addHook('onRequest', (request, reply, done) => { scope.verifyBearerAuth!(request, reply, done) })
   }
   await app.register(async function jobsApi (scope) {
+    scope.addHook('onRequest', observe)
     await authenticate(scope, config.authTokens)
     await scope.register(jobRoutes, { ctx })
     scope.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   })
   await app.register(async function openaiApi (scope) {
+    scope.addHook('onRequest', observe)
     await authenticate(scope, config.authTokens)
     await scope.register(openaiRoutes, { ctx })
   }, { prefix: '/v1' })
   await app.register(async function metricsApi (scope) {
+    polled(scope)
     // Prometheus may hold a token of its own that cannot submit jobs.
     await authenticate(scope, config.metricsToken === undefined ? config.authTokens : [...config.authTokens, config.metricsToken])
     scope.get('/metrics', { schema: { summary: 'Prometheus metrics. Accepts METRICS_TOKEN as well as AUTH_TOKENS.' } }, async (_request, reply) => {

@@ -184,6 +184,9 @@ describe('GET /metrics', () => {
     await run(app, { prompt: '[[fake usage 100 20 5 0]]' })
     await run(app, { prompt: '[[fake is-error]]' })
     await app.inject({ method: 'GET', url: '/health' })
+    await app.inject({ method: 'GET', url: '/no-such-route', headers: AUTH })
+    await app.inject({ method: 'GET', url: '/v1/no-such-route', headers: AUTH })
+    await app.inject({ method: 'GET', url: '/jobs' })
     const probe = await AgentProbe.start()
     const held = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: probe.directive } })
     await probe.waitStarted(1)
@@ -207,6 +210,9 @@ describe('GET /metrics', () => {
     // Health checks and scrapes are not counted: they are machines polling.
     expect(text).not.toContain('route="/health"')
     expect(text).toContain('claude_runner_http_requests_total{method="POST",route="/execute",status="202"} 3')
+    // Unknown routes and refused tokens are counted, in each API.
+    expect(text).toContain('claude_runner_http_requests_total{method="GET",route="unmatched",status="404"} 2')
+    expect(text).toContain('claude_runner_http_requests_total{method="GET",route="/jobs",status="401"} 1')
     expect(text).toMatch(/process_resident_memory_bytes \d+/)
     probe.release()
     await app.ctx.jobs.get(held.json().job_id)!.done
@@ -214,6 +220,30 @@ describe('GET /metrics', () => {
     expect((await app.inject({ method: 'GET', url: '/jobs', headers: { authorization: 'Bearer metrics-token-0123456789' } })).statusCode).toBe(401)
     expect((await app.inject({ method: 'GET', url: '/metrics', headers: AUTH })).statusCode).toBe(200)
     expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(401)
+  })
+})
+
+describe('request logs', () => {
+  it('have one line per API request, with its id and without the token; none for health checks and scrapes', async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const logger = pino({ level: 'info' }, new Writable({ write (chunk, _encoding, done) { lines.push(JSON.parse(String(chunk))); done() } }))
+    const { app } = await makeApp({}, { logger })
+    const job = await run(app, { prompt: 'hi' })
+    lines.length = 0
+    await app.inject({ method: 'GET', url: '/health' })
+    await app.inject({ method: 'GET', url: '/metrics', headers: AUTH })
+    await app.inject({ method: 'GET', url: `/jobs/${job.job_id}`, headers: AUTH })
+    await app.inject({ method: 'GET', url: '/v1/models', headers: { authorization: 'Bearer wrong-token-0123456789' } })
+    await app.inject({ method: 'GET', url: '/nowhere', headers: AUTH })
+    const requests = lines.filter(line => line.msg === 'request')
+    expect(requests.map(line => [line.method, line.url, line.status])).toEqual([
+      ['GET', `/jobs/${job.job_id}`, 200],
+      ['GET', '/v1/models', 401],
+      ['GET', '/nowhere', 404],
+    ])
+    expect(new Set(requests.map(line => line.reqId)).size).toBe(3)
+    expect(JSON.stringify(lines)).not.toContain(TOKEN)
+    expect(lines).toEqual(requests)
   })
 })
 
