@@ -212,6 +212,9 @@ describe('git workspaces', () => {
     const ok = await run(app, { prompt: 'hi' })
     expect(ok.status).toBe('completed')
     expect(ok.changes!.base_commit).toBe(repo.commits.main)
+    expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', commit: repo.commits.main, fetches: 1, last_error: null })
+    await (app.ctx.workspaces as GitWorkspaces).refresh()
+    expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', fetches: 2 })
   })
 })
 

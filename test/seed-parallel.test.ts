@@ -76,6 +76,34 @@ describe('parallel execution (seed)', () => {
     await finished(app, job.job_id)
   })
 
+  it('keeps /health true from one request to the next: its cached answer follows every change', async () => {
+    let clock = Date.parse('2026-01-01T00:00:00Z')
+    const { app } = await makeApp({ maxConcurrency: 1 }, { now: () => clock })
+    const health = async () => {
+      const response = await app.inject({ method: 'GET', url: '/health' })
+      expect(response.headers['content-type']).toBe('application/json; charset=utf-8')
+      return { code: response.statusCode, ...response.json() }
+    }
+    await app.ctx.cli.ready
+    const idle = await health()
+    expect(idle).toMatchObject({ code: 200, status: 'ok', busy: false, active: 0, queued: 0, uptime_seconds: 0, claude: { state: 'found' } })
+    expect(await health()).toEqual(idle)
+    const probe = await AgentProbe.start()
+    const held = await submit(app, { prompt: probe.directive })
+    await probe.waitStarted(1)
+    expect(await health()).toMatchObject({ busy: true, active: 1, queued: 0 })
+    const waiting = await submit(app, { prompt: 'waits' })
+    expect(await health()).toMatchObject({ busy: true, active: 1, queued: 1, uptime_seconds: 0 })
+    clock += 2_999
+    expect(await health()).toMatchObject({ uptime_seconds: 2 })
+    probe.release()
+    await finished(app, held.job_id)
+    await finished(app, waiting.job_id)
+    expect(await health()).toMatchObject({ code: 200, status: 'ok', busy: false, active: 0, queued: 0, uptime_seconds: 2 })
+    await app.ctx.drain()
+    expect(await health()).toMatchObject({ code: 503, status: 'draining', active: 0, queued: 0 })
+  })
+
   it('gives each job a workspace of its own, removed afterwards', async () => {
     const { app, root } = await makeApp()
     const probe = await AgentProbe.start()

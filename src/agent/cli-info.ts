@@ -22,6 +22,7 @@ export class CliProbe {
     })
   }
 
+  /** The same object until the answer comes in. */
   get info (): CliInfo {
     return this.#info
   }

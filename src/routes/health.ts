@@ -1,54 +1,89 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type, type Static } from 'typebox'
+import type { CliInfo } from '../agent/cli-info.ts'
 import type { AppContext } from '../app.ts'
-import { AnyObject, NullableScalar } from '../schemas/common.ts'
+import { Nullable, StringEnum } from '../schemas/common.ts'
+import type { WorkspaceInfo } from '../workspace/workspace.ts'
 
-const HealthBody = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('draining')]),
+const Workspace = Type.Object({
+  kind: StringEnum(['git', 'directory'], { description: '`git` with BASE_REPO: each run gets a clone of it; else an empty folder.' }),
+  repo: Type.Optional(Type.String({ description: 'BASE_REPO, without credentials.' })),
+  state: Type.Optional(StringEnum(['initialising', 'ready', 'error'], { description: 'Of the warm base repository.' })),
+  ref: Type.Optional(Nullable(Type.String({ description: 'BASE_REF, or the remote default branch.' }))),
+  commit: Type.Optional(Nullable(Type.String({ description: 'What the default ref points at, as of the last fetch.' }))),
+  git_crypt: Type.Optional(StringEnum(['unlocked', 'no key'])),
+  fetches: Type.Optional(Type.Integer({ description: 'Fetches into the base since start-up.' })),
+  last_fetch_at: Type.Optional(Nullable(Type.String({ description: 'ISO 8601 time' }))),
+  last_error: Type.Optional(Nullable(Type.String())),
+})
+
+export const HealthBody = Type.Object({
+  status: StringEnum(['ok', 'draining']),
   busy: Type.Boolean({ description: 'True when every slot is taken: a new job will wait in the queue.' }),
   active: Type.Integer({ description: 'Agent runs in progress (jobs and chat completions).' }),
   queued: Type.Integer({ description: 'Runs waiting for a slot.' }),
   capacity: Type.Integer({ description: 'MAX_CONCURRENCY.' }),
   max_queue_depth: Type.Integer(),
   version: Type.String(),
-  uptime_seconds: Type.Number(),
+  uptime_seconds: Type.Integer(),
   claude: Type.Object({
     bin: Type.String(),
-    state: Type.Union([Type.Literal('checking'), Type.Literal('found'), Type.Literal('missing')]),
-    version: NullableScalar(Type.String()),
-    error: NullableScalar(Type.String()),
+    state: StringEnum(['checking', 'found', 'missing']),
+    version: Nullable(Type.String()),
+    error: Nullable(Type.String()),
   }),
-  workspace: AnyObject,
+  workspace: Workspace,
 })
+export type HealthBody = Static<typeof HealthBody>
 
+/**
+ * GET /health is polled by load balancers and probes, often several times a second per instance.
+ * Its answer changes only with what it reports, so it is serialised once per change (and once a
+ * second, for the uptime) and sent as is in between. Every input is compared by value or, for the
+ * CLI and workspace descriptions (objects replaced on change, never changed in place), by identity.
+ */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
+  const { runner, cli, workspaces } = ctx
+  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, json: string } | undefined
+
   app.get('/health', {
     schema: {
       summary: 'Capacity and state, for load balancers and ops. Needs no token.',
       security: [],
       response: { 200: HealthBody, 503: HealthBody },
     },
-  }, async (_request, reply) => {
-    const { runner, cli, workspaces } = ctx
+  }, (_request, reply) => {
+    const closing = runner.closing
+    const active = runner.active
+    const queued = runner.queued
+    const uptime = Math.floor((ctx.now() - ctx.startedAt) / 1000)
     const info = cli.info
-    const draining = runner.closing
-    if (draining) void reply.code(503)
-    return {
-      status: draining ? 'draining' as const : 'ok' as const,
-      busy: runner.active >= runner.capacity,
-      active: runner.active,
-      queued: runner.queued,
-      capacity: runner.capacity,
-      max_queue_depth: runner.maxQueueDepth,
-      version: ctx.version,
-      uptime_seconds: Math.round((ctx.now() - ctx.startedAt) / 1000),
-      claude: {
-        bin: info.bin,
-        state: info.state,
-        version: info.state === 'found' ? info.version : null,
-        error: info.state === 'missing' ? info.error : null,
-      },
-      workspace: workspaces.describe(),
+    const workspace = workspaces.describe()
+    if (closing) void reply.code(503)
+    let answer = last
+    if (answer === undefined || answer.closing !== closing || answer.active !== active || answer.queued !== queued ||
+      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace) {
+      const body: HealthBody = {
+        status: closing ? 'draining' : 'ok',
+        busy: active >= runner.capacity,
+        active,
+        queued,
+        capacity: runner.capacity,
+        max_queue_depth: runner.maxQueueDepth,
+        version: ctx.version,
+        uptime_seconds: uptime,
+        claude: {
+          bin: info.bin,
+          state: info.state,
+          version: info.state === 'found' ? info.version : null,
+          error: info.state === 'missing' ? info.error : null,
+        },
+        workspace,
+      }
+      // The route's own serializer (from HealthBody), the same for 200 and 503.
+      answer = last = { closing, active, queued, uptime, info, workspace, json: reply.serialize(body) as string }
     }
+    // A string is sent as it is: serialised above, by the same schema.
+    void reply.type('application/json; charset=utf-8').send(answer.json as unknown as HealthBody)
   })
 }

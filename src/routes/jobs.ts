@@ -6,7 +6,7 @@ import { AppError } from '../errors.ts'
 import { jobNotFound } from '../jobs/job-service.ts'
 import type { Job, JobStatus } from '../jobs/job.ts'
 import { SseStream } from '../http/sse.ts'
-import { ErrorBody, NullableScalar } from '../schemas/common.ts'
+import { ErrorBody, Nullable } from '../schemas/common.ts'
 import { ExecuteBody, JobStatusSchema, JobSummary, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobSummary, toJobView } from '../schemas/job.ts'
 import { refProblem } from '../workspace/refs.ts'
 
@@ -100,7 +100,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 50 })),
         cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'next_cursor of the previous page.' })),
       }),
-      response: { 200: Type.Object({ jobs: Type.Array(JobSummary), next_cursor: NullableScalar(Type.String()) }) },
+      response: { 200: Type.Object({ jobs: Type.Array(JobSummary), next_cursor: Nullable(Type.String()) }) },
     },
   }, async request => {
     const { status, limit = 50, cursor } = request.query

@@ -1,17 +1,19 @@
 import { Type, type Static, type TSchema } from 'typebox'
 
-/** An object (or array) or null. */
-export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
-
 /**
- * A string, number, integer or boolean, or null, as `type: [..., "null"]`: fast-json-stringify
- * serialises that directly, where an `anyOf` makes it validate every value to pick a branch.
+ * A schema or null. A schema with one `type` becomes `type: [type, "null"]`, which
+ * fast-json-stringify serialises with a null check; an `anyOf` would make it run a validator over
+ * the whole value on every response to pick a branch.
  */
-export const NullableScalar = <T extends TSchema>(schema: T) => {
+export const Nullable = <T extends TSchema>(schema: T) => {
   const { type } = schema as { type?: unknown }
-  if (typeof type !== 'string' || type === 'object' || type === 'array') throw new TypeError('NullableScalar takes a scalar schema')
+  if (typeof type !== 'string') return Type.Union([schema, Type.Null()])
   return Type.Unsafe<Static<T> | null>({ ...schema, type: [type, 'null'] })
 }
+
+/** One of a few strings, as `type: string, enum: [...]` (not an `anyOf` of literals: see Nullable). */
+export const StringEnum = <const T extends readonly string[]>(values: T, options: { description?: string } = {}) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options })
 
 /** A free-form JSON object (usage, model usage, metadata). */
 export const AnyObject = Type.Record(Type.String(), Type.Unknown())

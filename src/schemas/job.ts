@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { Job } from '../jobs/job.ts'
-import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable, NullableScalar } from './common.ts'
+import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable, StringEnum } from './common.ts'
 
 export const MAX_PROMPT_BYTES = 1024 * 1024
 export const MAX_METADATA_BYTES = 16 * 1024
@@ -21,21 +21,21 @@ export const ExecuteBody = Type.Object({
 }, { additionalProperties: false })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
-export const JobStatusSchema = Type.Enum(['queued', 'running', 'completed', 'failed', 'timed_out', 'cancelled'])
+export const JobStatusSchema = StringEnum(['queued', 'running', 'completed', 'failed', 'timed_out', 'cancelled'])
 
 const Result = Type.Object({
-  text: NullableScalar(Type.String()),
+  text: Nullable(Type.String()),
   is_error: Type.Boolean(),
   subtype: Type.String(),
-  num_turns: NullableScalar(Type.Integer()),
-  total_cost_usd: NullableScalar(Type.Number()),
+  num_turns: Nullable(Type.Integer()),
+  total_cost_usd: Nullable(Type.Number()),
   usage: Nullable(AnyObject),
   model_usage: Nullable(AnyObject),
-  session_id: NullableScalar(Type.String()),
-  duration_ms: NullableScalar(Type.Number()),
-  duration_api_ms: NullableScalar(Type.Number()),
-  terminal_reason: NullableScalar(Type.String()),
-  api_error_status: NullableScalar(Type.Integer()),
+  session_id: Nullable(Type.String()),
+  duration_ms: Nullable(Type.Number()),
+  duration_api_ms: Nullable(Type.Number()),
+  terminal_reason: Nullable(Type.String()),
+  api_error_status: Nullable(Type.Integer()),
   errors: Type.Array(Type.String()),
   permission_denials: Type.Array(Type.Unknown()),
 }, { description: "The CLI's final `result` message." })
@@ -59,13 +59,13 @@ const Changes = Type.Object({
 export const JobView = Type.Object({
   job_id: Type.String(),
   status: JobStatusSchema,
-  phase: Type.Enum(['queued', 'preparing', 'running', 'collecting', 'finished']),
-  queue_position: NullableScalar(Type.Integer({ description: '1-based place in the queue while queued.' })),
+  phase: StringEnum(['queued', 'preparing', 'running', 'collecting', 'finished']),
+  queue_position: Nullable(Type.Integer({ description: '1-based place in the queue while queued.' })),
   created_at: Type.String({ description: 'ISO 8601 time' }),
-  started_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
-  finished_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
-  queue_wait_ms: NullableScalar(Type.Integer()),
-  run_ms: NullableScalar(Type.Integer({ description: 'From leaving the queue to the end: preparing + running + collecting.' })),
+  started_at: Nullable(Type.String({ description: 'ISO 8601 time' })),
+  finished_at: Nullable(Type.String({ description: 'ISO 8601 time' })),
+  queue_wait_ms: Nullable(Type.Integer()),
+  run_ms: Nullable(Type.Integer({ description: 'From leaving the queue to the end: preparing + running + collecting.' })),
   phase_ms: Type.Object({
     preparing: Type.Optional(Type.Integer()),
     running: Type.Optional(Type.Integer()),
@@ -74,24 +74,24 @@ export const JobView = Type.Object({
   timeout_seconds: Type.Number(),
   request: Type.Object({
     prompt: Type.String(),
-    agent: NullableScalar(Type.String()),
-    model: NullableScalar(Type.String()),
-    ref: NullableScalar(Type.String()),
+    agent: Nullable(Type.String()),
+    model: Nullable(Type.String()),
+    ref: Nullable(Type.String()),
     push: Type.Boolean(),
-    timeout_seconds: NullableScalar(Type.Number()),
-    max_turns: NullableScalar(Type.Integer()),
-    max_budget_usd: NullableScalar(Type.Number()),
+    timeout_seconds: Nullable(Type.Number()),
+    max_turns: Nullable(Type.Integer()),
+    max_budget_usd: Nullable(Type.Number()),
     metadata: Nullable(AnyObject),
-    callback_url: NullableScalar(Type.String()),
+    callback_url: Nullable(Type.String()),
   }),
   agent: Nullable(Type.Object({
-    pid: NullableScalar(Type.Integer()),
-    session_id: NullableScalar(Type.String()),
-    model: NullableScalar(Type.String()),
-    claude_code_version: NullableScalar(Type.String()),
+    pid: Nullable(Type.Integer()),
+    session_id: Nullable(Type.String()),
+    model: Nullable(Type.String()),
+    claude_code_version: Nullable(Type.String()),
   })),
   result: Nullable(Result),
-  exit: Nullable(Type.Object({ code: NullableScalar(Type.Integer()), signal: NullableScalar(Type.String()) })),
+  exit: Nullable(Type.Object({ code: Nullable(Type.Integer()), signal: Nullable(Type.String()) })),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
   output: Nullable(Type.Object({
     bytes: Type.Integer({ description: 'Bytes the agent printed on stdout.' }),
@@ -103,11 +103,11 @@ export const JobView = Type.Object({
   changes: Nullable(Changes),
   cancel: Nullable(Type.Object({ requested_at: Type.String({ description: 'ISO 8601 time' }), reason: Type.String() })),
   callback: Nullable(Type.Object({
-    delivered: NullableScalar(Type.Boolean()),
+    delivered: Nullable(Type.Boolean()),
     attempts: Type.Array(Type.Object({
       at: Type.String({ description: 'ISO 8601 time' }),
-      status: NullableScalar(Type.Integer()),
-      error: NullableScalar(Type.String()),
+      status: Nullable(Type.Integer()),
+      error: Nullable(Type.String()),
       duration_ms: Type.Integer(),
     })),
   })),
@@ -120,14 +120,14 @@ export const JobSummary = Type.Object({
   status: JobStatusSchema,
   phase: Type.String(),
   created_at: Type.String({ description: 'ISO 8601 time' }),
-  started_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
-  finished_at: NullableScalar(Type.String({ description: 'ISO 8601 time' })),
-  agent: NullableScalar(Type.String()),
-  model: NullableScalar(Type.String()),
-  ref: NullableScalar(Type.String()),
+  started_at: Nullable(Type.String({ description: 'ISO 8601 time' })),
+  finished_at: Nullable(Type.String({ description: 'ISO 8601 time' })),
+  agent: Nullable(Type.String()),
+  model: Nullable(Type.String()),
+  ref: Nullable(Type.String()),
   metadata: Nullable(AnyObject),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
-  total_cost_usd: NullableScalar(Type.Number()),
+  total_cost_usd: Nullable(Type.Number()),
 })
 export type JobSummary = Static<typeof JobSummary>
 

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import { Nullable, NullableScalar } from './common.ts'
+import { Nullable, StringEnum } from './common.ts'
 
 const Part = Type.Object({ type: Type.String() }, { additionalProperties: true })
 
@@ -9,7 +9,7 @@ const Message = Type.Object({
   name: Type.Optional(Type.String({ maxLength: 256 })),
   tool_call_id: Type.Optional(Type.String({ maxLength: 256 })),
   tool_calls: Type.Optional(Nullable(Type.Array(Type.Object({}, { additionalProperties: true })))),
-  refusal: Type.Optional(NullableScalar(Type.String())),
+  refusal: Type.Optional(Nullable(Type.String())),
 }, { additionalProperties: true })
 
 /**
@@ -19,16 +19,16 @@ const Message = Type.Object({
 export const ChatCompletionBody = Type.Object({
   model: Type.String({ minLength: 1, maxLength: 256 }),
   messages: Type.Array(Message, { minItems: 1, maxItems: 100_000 }),
-  stream: Type.Optional(NullableScalar(Type.Boolean())),
-  stream_options: Type.Optional(Nullable(Type.Object({ include_usage: Type.Optional(NullableScalar(Type.Boolean())) }, { additionalProperties: true }))),
-  n: Type.Optional(NullableScalar(Type.Integer({ minimum: 1 }))),
+  stream: Type.Optional(Nullable(Type.Boolean())),
+  stream_options: Type.Optional(Nullable(Type.Object({ include_usage: Type.Optional(Nullable(Type.Boolean())) }, { additionalProperties: true }))),
+  n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
   tools: Type.Optional(Type.Unknown()),
   tool_choice: Type.Optional(Type.Unknown()),
   functions: Type.Optional(Type.Unknown()),
   function_call: Type.Optional(Type.Unknown()),
   modalities: Type.Optional(Nullable(Type.Array(Type.String()))),
   audio: Type.Optional(Type.Unknown()),
-  logprobs: Type.Optional(NullableScalar(Type.Boolean())),
+  logprobs: Type.Optional(Nullable(Type.Boolean())),
 }, { additionalProperties: true })
 export type ChatCompletionBody = Static<typeof ChatCompletionBody>
 
@@ -49,7 +49,7 @@ export const ChatCompletion = Type.Object({
     index: Type.Integer(),
     message: Type.Object({ role: Type.Literal('assistant'), content: Type.String(), refusal: Type.Null() }),
     logprobs: Type.Null(),
-    finish_reason: Type.Enum(['stop', 'length']),
+    finish_reason: StringEnum(['stop', 'length']),
   })),
   usage: Usage,
 })
@@ -71,7 +71,7 @@ export const OpenAIErrorBody = Type.Object({
   error: Type.Object({
     message: Type.String(),
     type: Type.String(),
-    param: NullableScalar(Type.String()),
-    code: NullableScalar(Type.String()),
+    param: Nullable(Type.String()),
+    code: Nullable(Type.String()),
   }),
 })

@@ -7,7 +7,7 @@ import { collectChanges } from './changes.ts'
 import { git, GitCommandError } from './git.ts'
 import { isCommitId } from './refs.ts'
 import { RwLock } from './rw-lock.ts'
-import { WorkspaceError, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from './workspace.ts'
+import { WorkspaceError, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceInfo, type WorkspaceProvider } from './workspace.ts'
 
 export interface GitWorkspacesOptions {
   folders: WorkspaceFolders
@@ -26,7 +26,16 @@ export interface GitWorkspacesOptions {
   now: () => number
 }
 
-type BaseState = 'initialising' | 'ready' | 'error'
+interface BaseStatus {
+  state: NonNullable<WorkspaceInfo['state']>
+  /** BASE_REF, or the remote's default branch once known. */
+  defaultRef?: string | undefined
+  defaultCommit?: string | undefined
+  hasKey: boolean
+  lastFetchAt?: number | undefined
+  lastError?: string | undefined
+  fetches: number
+}
 interface Target { kind: 'branch' | 'tag' | 'commit', commit: string }
 
 const PUSH_DISABLED = '/dev/null/push-disabled-by-claude-runner'
@@ -59,13 +68,9 @@ export class GitWorkspaces implements WorkspaceProvider {
   readonly #base: string
   readonly #template: string
   readonly #checkoutWorkers = String(Math.max(1, Math.min(availableParallelism(), 8)))
-  #state: BaseState = 'initialising'
-  #defaultRef: string | undefined
-  #defaultCommit: string | undefined
-  #hasKey = false
-  #lastFetchAt: number | undefined
-  #lastError: string | undefined
-  #fetches = 0
+  /** The base's state, replaced (never changed in place) by #update, so describe() can keep its answer. */
+  #status: Readonly<BaseStatus> = { state: 'initialising', hasKey: false, fetches: 0 }
+  #described: WorkspaceInfo | undefined
   #ready: Promise<void>
   #refreshing: Promise<void> | undefined
   readonly #resolved = new Map<string, Target>()
@@ -86,24 +91,32 @@ export class GitWorkspaces implements WorkspaceProvider {
     return this.#ready
   }
 
-  describe (): Record<string, unknown> {
-    return {
+  /** The same object until the base's state changes: GET /health serialises it once per change. */
+  describe (): WorkspaceInfo {
+    const status = this.#status
+    this.#described ??= {
       kind: 'git',
       repo: redactUrl(this.#repo),
-      state: this.#state,
-      ref: this.#defaultRef ?? null,
-      commit: this.#defaultCommit ?? null,
-      git_crypt: this.#hasKey ? 'unlocked' : 'no key',
-      fetches: this.#fetches,
-      last_fetch_at: this.#lastFetchAt === undefined ? null : new Date(this.#lastFetchAt).toISOString(),
-      last_error: this.#lastError ?? null,
+      state: status.state,
+      ref: status.defaultRef ?? null,
+      commit: status.defaultCommit ?? null,
+      git_crypt: status.hasKey ? 'unlocked' : 'no key',
+      fetches: status.fetches,
+      last_fetch_at: status.lastFetchAt === undefined ? null : new Date(status.lastFetchAt).toISOString(),
+      last_error: status.lastError ?? null,
     }
+    return this.#described
+  }
+
+  #update (change: Partial<BaseStatus>): void {
+    this.#status = { ...this.#status, ...change }
+    this.#described = undefined
   }
 
   async prepare (id: string, { ref, signal }: PrepareOptions): Promise<Workspace> {
     await this.#ensureReady()
     // The default is BASE_REF as of the last fetch (BASE_REFRESH_SECONDS keeps it fresh).
-    const name = ref ?? this.#defaultRef!
+    const name = ref ?? this.#status.defaultRef!
     const path = this.#options.folders.pathFor(id)
     try {
       let target = await this.#cloneAt(name, path, signal)
@@ -138,7 +151,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     return this.#lock.read(async () => {
       const target = await this.#resolve(name)
       if (target === undefined) return undefined
-      if (!this.#hasKey && await this.#usesGitCrypt(target.commit)) {
+      if (!this.#status.hasKey && await this.#usesGitCrypt(target.commit)) {
         throw new WorkspaceError('workspace_error', 'BASE_REPO uses git-crypt at this commit but the service has no key: set GIT_CRYPT_KEY, or point BASE_REPO at an unlocked clone')
       }
       await git(this.#options.folders.jobs, [
@@ -148,13 +161,13 @@ export class GitWorkspaces implements WorkspaceProvider {
         ...(target.kind === 'commit' ? ['--no-checkout'] : [`--branch=${name}`]),
         '-c', `remote.origin.pushurl=${PUSH_DISABLED}`,
         ...AGENT_IDENTITY.flatMap(entry => ['-c', entry]),
-        ...(this.#hasKey ? GIT_CRYPT_CONFIG : ['filter.git-crypt.required=true']).flatMap(entry => ['-c', entry]),
+        ...(this.#status.hasKey ? GIT_CRYPT_CONFIG : ['filter.git-crypt.required=true']).flatMap(entry => ['-c', entry]),
         '--', this.#base, path,
       ], { signal, trustedConfig: true })
       return target
     }).then(async target => {
       if (target?.kind === 'commit') {
-        await git(path, ['-c', `checkout.workers=${this.#checkoutWorkers}`, '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`, 'checkout', '--quiet', '--detach', target.commit], { signal, trustedConfig: this.#hasKey })
+        await git(path, ['-c', `checkout.workers=${this.#checkoutWorkers}`, '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`, 'checkout', '--quiet', '--detach', target.commit], { signal, trustedConfig: this.#status.hasKey })
       }
       return target
     })
@@ -190,16 +203,16 @@ export class GitWorkspaces implements WorkspaceProvider {
         await this.#takeKey()
         await this.#fetch()
       })
-      this.#state = 'ready'
-      if (this.#hasKey && this.#defaultCommit !== undefined && await this.#usesGitCrypt(this.#defaultCommit)) {
+      this.#update({ state: 'ready' })
+      const { hasKey, defaultCommit } = this.#status
+      if (hasKey && defaultCommit !== undefined && await this.#usesGitCrypt(defaultCommit)) {
         // Prove the key opens the repository now, not in the first job.
         const probe = await this.prepare(`warmup-${randomBytes(4).toString('hex')}`, { signal: new AbortController().signal })
         await probe.dispose()
       }
       this.#options.logger.info(this.describe(), 'base repository ready')
     } catch (error) {
-      this.#state = 'error'
-      this.#lastError = (error as Error).message
+      this.#update({ state: 'error', lastError: (error as Error).message })
       this.#options.logger.error({ err: error, repo: redactUrl(this.#repo) }, 'base repository failed to initialise')
     }
     if (this.#options.refreshMs > 0 && !this.#closed) {
@@ -212,14 +225,14 @@ export class GitWorkspaces implements WorkspaceProvider {
 
   /** A job that finds the base broken tries once to mend it before failing. */
   async #ensureReady (): Promise<void> {
-    if (this.#state !== 'ready') await this.#ready
-    if (this.#state === 'error') {
-      this.#state = 'initialising'
+    if (this.#status.state !== 'ready') await this.#ready
+    if (this.#status.state === 'error') {
+      this.#update({ state: 'initialising' })
       this.#ready = this.#initialise()
       await this.#ready
     }
-    if (this.#state !== 'ready') {
-      throw new WorkspaceError('workspace_error', `the base repository is not available: ${this.#lastError ?? 'unknown error'}`)
+    if (this.#status.state !== 'ready') {
+      throw new WorkspaceError('workspace_error', `the base repository is not available: ${this.#status.lastError ?? 'unknown error'}`)
     }
   }
 
@@ -256,7 +269,7 @@ export class GitWorkspaces implements WorkspaceProvider {
       await mkdir(keys, { recursive: true, mode: 0o700 })
       await copyFile(candidate, join(keys, 'default'))
       await chmod(join(keys, 'default'), 0o600)
-      this.#hasKey = true
+      this.#update({ hasKey: true })
       return
     }
     if (this.#options.gitCryptKey !== undefined) {
@@ -270,17 +283,15 @@ export class GitWorkspaces implements WorkspaceProvider {
       await git(this.#base, ['fetch', '--quiet', '--prune', '--tags', 'origin'])
       // Fetched packs are kept as packs (fetch.unpackLimit=1); roll small ones together now and then.
       if (await packCount(this.#base) > MAX_PACKS) await git(this.#base, ['repack', '-d', '-q', '--geometric=2'])
-      this.#fetches++
-      this.#lastFetchAt = this.#options.now()
-      this.#lastError = undefined
+      this.#update({ fetches: this.#status.fetches + 1, lastFetchAt: this.#options.now(), lastError: undefined })
     } catch (error) {
-      this.#lastError = (error as Error).message
+      this.#update({ lastError: (error as Error).message })
       throw error
     } finally {
       this.#resolved.clear()
     }
-    this.#defaultRef ??= this.#options.ref ?? (await git(this.#base, ['symbolic-ref', '--short', 'HEAD'])).trim()
-    this.#defaultCommit = (await this.#resolve(this.#defaultRef))?.commit
+    const defaultRef = this.#status.defaultRef ?? this.#options.ref ?? (await git(this.#base, ['symbolic-ref', '--short', 'HEAD'])).trim()
+    this.#update({ defaultRef, defaultCommit: (await this.#resolve(defaultRef))?.commit })
   }
 
   /**
@@ -327,7 +338,7 @@ export class GitWorkspaces implements WorkspaceProvider {
       jobId,
       signal,
       agentEnv: this.#options.agentEnv,
-      gitCrypt: this.#hasKey,
+      gitCrypt: this.#status.hasKey,
       maxDiffBytes: this.#options.maxDiffBytes,
       push: push ? head => this.#push(path, head, jobId, signal) : undefined,
     })

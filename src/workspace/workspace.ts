@@ -35,13 +35,26 @@ export interface PrepareOptions {
   signal: AbortSignal
 }
 
+/** What GET /health says about workspaces; the `git` fields only with BASE_REPO. */
+export interface WorkspaceInfo {
+  kind: 'git' | 'directory'
+  repo?: string
+  state?: 'initialising' | 'ready' | 'error'
+  ref?: string | null
+  commit?: string | null
+  git_crypt?: 'unlocked' | 'no key'
+  fetches?: number
+  last_fetch_at?: string | null
+  last_error?: string | null
+}
+
 /** Makes one isolated working directory per run. */
 export interface WorkspaceProvider {
   /** Resolves when the provider can make workspaces (a git base is cloned); never rejects. */
   readonly ready: Promise<void>
   prepare (id: string, options: PrepareOptions): Promise<Workspace>
-  /** Health facts about the provider (e.g. the base repository's state). */
-  describe (): Record<string, unknown>
+  /** Health facts about the provider (e.g. the base repository's state), shown by GET /health. */
+  describe (): WorkspaceInfo
   /** Waits for background removals; stops timers. */
   close (): Promise<void>
 }
@@ -142,8 +155,10 @@ export class DirectoryWorkspaces implements WorkspaceProvider {
     }
   }
 
-  describe (): Record<string, unknown> {
-    return { kind: 'directory' }
+  readonly #info: WorkspaceInfo = { kind: 'directory' }
+
+  describe (): WorkspaceInfo {
+    return this.#info
   }
 
   async close (): Promise<void> {
