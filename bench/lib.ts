@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { cpus, release, totalmem } from 'node:os'
+import { availableParallelism, cpus, release, totalmem } from 'node:os'
 import { fileURLToPath } from 'node:url'
 
 export const TOKEN = 'bench-token-0123456789abcdef'
@@ -82,14 +82,24 @@ export async function startService (env: Record<string, string>): Promise<Servic
   }
 }
 
-export async function startBareFastify (): Promise<{ url: string, loggedUrl: string, pid: number, stop: () => Promise<void> }> {
+/** Pins every thread of each process to `cpus` (a `taskset` list). False when that cannot be done. */
+export function pinTo (cpus: string, pids: number[]): boolean {
+  if (availableParallelism() < 2) return false
+  try {
+    for (const pid of pids) execFileSync('taskset', ['--all-tasks', '--pid', '--cpu-list', cpus, String(pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export async function startBareFastify (): Promise<{ url: string, pid: number, stop: () => Promise<void> }> {
   const child = spawn(process.execPath, [fileURLToPath(new URL('./bare-fastify.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const ports = await new Promise<{ listening: number, logged: number }>(resolve => {
-    child.stdout.setEncoding('utf8').once('data', (line: string) => resolve(JSON.parse(line)))
+  const port = await new Promise<number>(resolve => {
+    child.stdout.setEncoding('utf8').once('data', (line: string) => resolve((JSON.parse(line) as { listening: number }).listening))
   })
   return {
-    url: `http://127.0.0.1:${ports.listening}`,
-    loggedUrl: `http://127.0.0.1:${ports.logged}`,
+    url: `http://127.0.0.1:${port}`,
     pid: child.pid!,
     stop: () => new Promise(resolve => {
       child.once('exit', () => resolve())
