@@ -17,7 +17,7 @@ const Workspace = Type.Object({
   last_error: Type.Optional(Nullable(Type.String())),
 })
 
-export const HealthBody = Type.Object({
+const HealthBody = Type.Object({
   status: StringEnum(['ok', 'draining']),
   busy: Type.Boolean({ description: 'True when every slot is taken: a new job will wait in the queue.' }),
   active: Type.Integer({ description: 'Agent runs in progress (jobs and chat completions).' }),
@@ -34,7 +34,7 @@ export const HealthBody = Type.Object({
   }),
   workspace: Workspace,
 })
-export type HealthBody = Static<typeof HealthBody>
+type HealthBody = Static<typeof HealthBody>
 
 /**
  * GET /health is polled by load balancers and probes, often several times a second per instance.
