@@ -84,7 +84,8 @@ const settings = {
     }),
   },
   maxConcurrency: { env: 'MAX_CONCURRENCY', default: 10, parse: integer(1, 1000) },
-  maxQueueDepth: { env: 'MAX_QUEUE_DEPTH', default: 100, parse: integer(0, 1_000_000) },
+  // Runs admitted and not finished (running + waiting): 100 waiting behind the default 10 running.
+  maxQueueDepth: { env: 'MAX_QUEUE_DEPTH', default: 110, parse: integer(1, 1_000_000) },
   jobTimeoutSeconds: { env: 'JOB_TIMEOUT_SECONDS', default: 1800, parse: seconds(1, 7 * 24 * 3600) },
   jobTtlSeconds: { env: 'JOB_TTL_SECONDS', default: 3600, parse: seconds(0, 30 * 24 * 3600) },
   maxFinishedJobs: { env: 'MAX_FINISHED_JOBS', default: 1000, parse: integer(1, 10_000_000) },

@@ -11,7 +11,7 @@ describe('configuration', () => {
       host: '127.0.0.1',
       port: 8080,
       maxConcurrency: 10,
-      maxQueueDepth: 100,
+      maxQueueDepth: 110,
       jobTimeoutSeconds: 1800,
       jobTtlSeconds: 3600,
       claudeBin: 'claude',

@@ -222,7 +222,7 @@ describe('POST /v1/chat/completions', () => {
   })
 
   it('answers 429 when the queue is full, never 503 busy', async () => {
-    const { client } = await openaiApp({ maxConcurrency: 1, maxQueueDepth: 0 })
+    const { client } = await openaiApp({ maxConcurrency: 1, maxQueueDepth: 1 })
     const probe = await AgentProbe.start()
     const first = client.chat.completions.create({ model: 'haiku', messages: user(probe.directive) })
     await probe.waitStarted(1)

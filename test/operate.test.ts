@@ -275,7 +275,7 @@ describe('the service process', () => {
     const root = await tempDir()
     const server = await startServer({ WORKSPACE_ROOT: root, CLAUDE_BIN: 'claude-is-not-installed-here' })
     const health = await json(fetch(`${server.url}/health`))
-    expect(health).toMatchObject({ status: 'ok', capacity: 10, max_queue_depth: 100, busy: false })
+    expect(health).toMatchObject({ status: 'ok', capacity: 10, max_queue_depth: 110, busy: false })
     expect(isRunning(server.child.pid!)).toBe(true)
     server.child.kill('SIGINT')
     expect(await server.exited).toBe(0)

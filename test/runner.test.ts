@@ -17,7 +17,7 @@ function gate () {
 describe('Runner', () => {
   it('checks its options', () => {
     expect(() => new Runner({ concurrency: 0, maxQueueDepth: 1 })).toThrow('concurrency must be an integer >= 1, got 0')
-    expect(() => new Runner({ concurrency: 1, maxQueueDepth: -1 })).toThrow('maxQueueDepth must be an integer >= 0, got -1')
+    expect(() => new Runner({ concurrency: 1, maxQueueDepth: 0 })).toThrow('maxQueueDepth must be an integer >= 1, got 0')
   })
 
   it('runs at most `concurrency` tasks and starts the rest in order', async () => {
@@ -36,8 +36,8 @@ describe('Runner', () => {
     expect(order).toEqual([0, 1, 2, 3, 4])
   })
 
-  it('refuses past maxQueueDepth waiting, with Retry-After', async () => {
-    const runner = new Runner({ concurrency: 1, maxQueueDepth: 1 })
+  it('refuses once maxQueueDepth runs are admitted, running and waiting together, with Retry-After', async () => {
+    const runner = new Runner({ concurrency: 1, maxQueueDepth: 2 })
     const a = gate()
     const first = runner.schedule('a', a.task)
     const second = runner.schedule('b', async () => 'b')
@@ -54,8 +54,8 @@ describe('Runner', () => {
     expect(await second).toBe('b')
   })
 
-  it('with depth 0 runs what fits and refuses the rest', async () => {
-    const runner = new Runner({ concurrency: 1, maxQueueDepth: 0 })
+  it('with depth 1 runs one and queues none', async () => {
+    const runner = new Runner({ concurrency: 1, maxQueueDepth: 1 })
     const a = gate()
     const first = runner.schedule('a', a.task)
     expect(() => { void runner.schedule('b', async () => 'b') }).toThrow(/queue is full/)

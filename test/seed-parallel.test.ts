@@ -120,24 +120,25 @@ describe('parallel execution (seed)', () => {
     for (const cwd of cwds) expect(existsSync(cwd)).toBe(false)
   })
 
-  it('refuses with 429 beyond MAX_QUEUE_DEPTH waiting jobs', async () => {
-    // The seed counted the running job against the depth; here MAX_QUEUE_DEPTH counts waiting jobs
-    // only (as the configuration documents), so depth 1 gives the seed's 202/202/429.
-    const { app } = await makeApp({ maxConcurrency: 1, maxQueueDepth: 1 })
+  it('refuses with 429 beyond MAX_QUEUE_DEPTH (test_queue_depth_rejection, literally)', async () => {
+    // The seed: capacity 1, MAX_QUEUE_DEPTH = 2; the first runs, the second waits, the third is
+    // refused. The depth counts what was admitted and has not finished: running plus waiting.
+    const { app } = await makeApp({ maxConcurrency: 1, maxQueueDepth: 2 })
     const probe = await AgentProbe.start()
     const r1 = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: `a ${probe.directive}`, agent: 'x' } })
     await probe.waitStarted(1)
     const r2 = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: 'b', agent: 'y' } })
     const r3 = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: 'c', agent: 'z' } })
-    expect(r1.statusCode).toBe(202)
-    expect(r2.statusCode).toBe(202)
-    expect(r3.statusCode).toBe(429)
-    expect(Number(r3.headers['retry-after'])).toBeGreaterThanOrEqual(1)
-    expect(r3.json().error).toMatchObject({ code: 'queue_full', queued: 1, active: 1, capacity: 1 })
-    // Nothing of the refused job was kept.
-    expect(app.ctx.runner.queued).toBe(1)
     probe.release()
     await finished(app, r2.json().job_id)
+    expect(r1.statusCode).toBe(202) // active
+    expect(r2.statusCode).toBe(202) // queued
+    expect(r3.statusCode).toBe(429) // over depth
+    expect(Number(r3.headers['retry-after'])).toBeGreaterThanOrEqual(1)
+    expect(r3.json().error).toMatchObject({ code: 'queue_full', queued: 1, active: 1, capacity: 1, max_queue_depth: 2 })
+    // Nothing of the refused job was kept.
+    const listed = await app.inject({ method: 'GET', url: '/jobs', headers: AUTH })
+    expect(listed.json().jobs.map((job: { job_id: string }) => job.job_id).sort()).toEqual([r1.json().job_id, r2.json().job_id].sort())
   })
 
   it('evicts finished jobs past JOB_TTL_SECONDS and keeps queued and running ones', async () => {

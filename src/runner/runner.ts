@@ -6,7 +6,10 @@ export type RunKind = 'job' | 'chat'
 export interface RunnerOptions {
   /** How many runs at once. */
   concurrency: number
-  /** How many runs may wait for a slot; one more is refused with `queue_full`. */
+  /**
+   * How many runs may be admitted and not yet finished, running and waiting together (the seed's
+   * rule); one more is refused with `queue_full`.
+   */
   maxQueueDepth: number
   /** Told when a run leaves the runner: how long it waited, and ran (undefined if it never started). */
   onSettled?: (run: { id: string, kind: RunKind, queuedMs: number, runMs: number | undefined }) => void
@@ -29,8 +32,8 @@ interface Entry {
 
 /**
  * The one bounded FIFO queue that every agent run goes through (jobs and chat completions alike).
- * At most `concurrency` tasks run; the rest wait in submission order; past `maxQueueDepth` waiting,
- * `schedule` refuses. A running task is never dropped from its slot early: cancelling one aborts
+ * At most `concurrency` tasks run; the rest wait in submission order; once `maxQueueDepth` runs are
+ * admitted (running plus waiting), `schedule` refuses. A running task is never dropped from its slot early: cancelling one aborts
  * its signal, and the slot is freed only when the task (and so its process group) has finished.
  */
 export class Runner {
@@ -48,8 +51,8 @@ export class Runner {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new TypeError(`concurrency must be an integer >= 1, got ${options.concurrency}`)
     }
-    if (!Number.isInteger(options.maxQueueDepth) || options.maxQueueDepth < 0) {
-      throw new TypeError(`maxQueueDepth must be an integer >= 0, got ${options.maxQueueDepth}`)
+    if (!Number.isInteger(options.maxQueueDepth) || options.maxQueueDepth < 1) {
+      throw new TypeError(`maxQueueDepth must be an integer >= 1, got ${options.maxQueueDepth}`)
     }
     this.capacity = options.concurrency
     this.maxQueueDepth = options.maxQueueDepth
@@ -88,11 +91,11 @@ export class Runner {
       throw new AppError('shutting_down', 'the service is shutting down and takes no new work; retry against another instance')
     }
     if (this.#waiting.has(id) || this.#running.has(id)) throw new TypeError(`a run with id ${id} is already scheduled`)
-    if (this.#running.size >= this.capacity && this.#waiting.size >= this.maxQueueDepth) {
+    if (this.#running.size + this.#waiting.size >= this.maxQueueDepth) {
       const retryAfter = this.#retryAfterSeconds()
-      throw new AppError('queue_full', `the queue is full (${this.#waiting.size} waiting, ${this.#running.size} running); retry after ${retryAfter}s`, {
+      throw new AppError('queue_full', `the queue is full: ${this.#running.size} running and ${this.#waiting.size} waiting reach MAX_QUEUE_DEPTH (${this.maxQueueDepth}); retry after ${retryAfter}s`, {
         headers: { 'retry-after': String(retryAfter) },
-        details: { queued: this.#waiting.size, active: this.#running.size, capacity: this.capacity },
+        details: { queued: this.#waiting.size, active: this.#running.size, capacity: this.capacity, max_queue_depth: this.maxQueueDepth },
       })
     }
     const entry: Entry = { dequeue: new AbortController(), run: new AbortController() }
