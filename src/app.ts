@@ -9,6 +9,7 @@ import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
 import { openaiRoutes } from './routes/openai.ts'
+import type { Caller } from './jobs/job-service.ts'
 import { createServices, type ServiceDeps, type Services } from './services.ts'
 
 export interface AppDeps extends ServiceDeps {
@@ -23,7 +24,14 @@ declare module 'fastify' {
   interface FastifyInstance {
     ctx: AppContext
   }
+  interface FastifyRequest {
+    /** Who sent the request, set by authentication: its tenant, limits and reach. */
+    caller: Caller
+  }
 }
+
+/** AUTH_TOKENS: one tenant, `default`, with no limits of its own. */
+const DEFAULT_CALLER: Caller = Object.freeze({ tenant: 'default', limits: {}, admin: false })
 
 const BODY_LIMIT = 8 * 1024 * 1024
 
@@ -41,6 +49,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
+  app.decorateRequest('caller', null as unknown as Caller)
   // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
   app.removeContentTypeParser('text/plain')
 
@@ -89,7 +98,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   // Everything but /health needs a token: each API in a scope of its own, with its error shape.
   const authenticate = async (scope: FastifyInstance, keys: string[]): Promise<void> => {
     await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug' })
-    scope.addHook('onRequest', (request, reply, done) => { scope.verifyBearerAuth!(request, reply, done) })
+    scope.addHook('onRequest', (request, reply, done) => {
+      request.caller = DEFAULT_CALLER
+      scope.verifyBearerAuth!(request, reply, done)
+    })
   }
   await app.register(async function jobsApi (scope) {
     scope.addHook('onRequest', observe)

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 
 /**
@@ -140,6 +140,28 @@ const settings = {
   webhookMaxAttempts: { env: 'WEBHOOK_MAX_ATTEMPTS', default: 5, parse: integer(1, 20) },
   webhookTimeoutSeconds: { env: 'WEBHOOK_TIMEOUT_SECONDS', default: 10, parse: seconds(0.1, 300) },
   webhookBackoffSeconds: { env: 'WEBHOOK_BACKOFF_SECONDS', default: 2, parse: seconds(0, 600) },
+  redisUrl: {
+    env: 'REDIS_URL',
+    default: undefined as string | undefined,
+    parse: (raw: string, name: string) => {
+      const value = optionalString()(raw, name)
+      if (value !== undefined && !/^(rediss?:\/\/[^\s]+|unix:\/\/\/[^\s]+)$/.test(value)) {
+        return fail(name, 'a redis://, rediss:// or unix:///path/to/redis.sock URL', raw)
+      }
+      return value
+    },
+  },
+  redisPrefix: {
+    env: 'REDIS_PREFIX',
+    default: 'claude-runner',
+    parse: (raw: string, name: string) => /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(raw.trim()) ? raw.trim() : fail(name, 'a key prefix of letters, digits, "_", ".", ":" or "-" (at most 64)', raw),
+  },
+  instanceId: {
+    env: 'INSTANCE_ID',
+    default: () => `${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 48)}-${randomBytes(3).toString('hex')}`,
+    parse: (raw: string, name: string) => /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(raw.trim()) ? raw.trim() : fail(name, 'a name of letters, digits, "_", "." or "-" (at most 64)', raw),
+  },
+  replicaTimeoutSeconds: { env: 'REPLICA_TIMEOUT_SECONDS', default: 30, parse: seconds(1, 600) },
 } satisfies Record<string, Setting<unknown>>
 
 type Settings = typeof settings

@@ -15,7 +15,11 @@ export const ErrorCodes = {
   job_finished: 409,
   idempotency_conflict: 422,
   queue_full: 429,
+  tenant_queue_full: 429,
+  budget_exceeded: 429,
+  forbidden: 403,
   shutting_down: 503,
+  engine_unavailable: 503,
   internal_error: 500,
   // OpenAI-compatible API (/v1): what the run of a chat completion can end with.
   unsupported: 400,

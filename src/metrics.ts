@@ -1,8 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { CliResult } from './agent/stream-json.ts'
-import type { Job } from './jobs/job.ts'
-import type { Runner } from './runner/runner.ts'
+import type { QueueCounts, RunRecord } from './engine/types.ts'
 
 const PREFIX = 'claude_runner_'
 /** Seconds: from a few milliseconds (HTTP, a warm workspace) to an hour-long agent run. */
@@ -29,7 +28,7 @@ export class Metrics {
   readonly #gauges: Gauge[]
 
   /** `runner` is read at scrape time for the queue and slot gauges. */
-  constructor (runner: () => Pick<Runner, 'queued' | 'active' | 'capacity' | 'closing'>) {
+  constructor (runner: () => QueueCounts) {
     const registers = [this.registry]
     this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by terminal status and error code.', labelNames: ['status', 'error'], registers })
     this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by outcome.', labelNames: ['outcome'], registers })
@@ -63,7 +62,7 @@ export class Metrics {
     if (runMs !== undefined) this.#runTime.observe({ kind }, runMs / 1000)
   }
 
-  jobFinished (job: Job): void {
+  jobFinished (job: RunRecord): void {
     this.#jobs.inc({ status: job.status, error: job.error?.code ?? '' })
     if (job.phaseMs.preparing !== undefined) this.#prepare.observe(job.phaseMs.preparing / 1000)
     this.#usage('job', job.result)

@@ -34,7 +34,7 @@ const stop = (signal: NodeJS.Signals): void => {
     process.exit(1)
   }
   stopping = true
-  app.log.info({ signal, graceSeconds: config.shutdownGraceSeconds, active: app.ctx.runner.active, queued: app.ctx.runner.queued }, 'draining')
+  app.log.info({ signal, graceSeconds: config.shutdownGraceSeconds, active: app.ctx.engine.queue.counts.active, queued: app.ctx.engine.queue.counts.queued }, 'draining')
   app.ctx.drain()
     .then(() => app.close())
     .then(() => {

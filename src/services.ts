@@ -4,13 +4,14 @@ import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
 import { stat } from 'node:fs/promises'
 import { ConfigError, type Config } from './config.ts'
+import { createEngine } from './engine/engine.ts'
+import type { Engine, RunRecord } from './engine/types.ts'
 import { JobService } from './jobs/job-service.ts'
-import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
+import { createRunWorker } from './jobs/run-worker.ts'
 import { WebhookSender } from './jobs/webhooks.ts'
 import { Metrics } from './metrics.ts'
 import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
-import { Runner } from './runner/runner.ts'
 import { toJobView } from './schemas/job.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
@@ -18,8 +19,6 @@ import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from '.
 export interface ServiceDeps {
   /** The clock jobs are timed and evicted by. */
   now?: () => number
-  /** Where jobs are kept (default: in memory). */
-  store?: JobStore
   /** The environment the agent's allowlisted environment is taken from (default: process.env). */
   env?: NodeJS.ProcessEnv
 }
@@ -27,7 +26,8 @@ export interface ServiceDeps {
 /** The domain of one app: everything the routes work with, none of it shared with another app. */
 export interface Services {
   config: Config
-  runner: Runner
+  /** Where runs are admitted, queued, recorded and followed: memory, or Redis (REDIS_URL). */
+  engine: Engine
   jobs: JobService
   chat: ChatService
   webhooks: WebhookSender
@@ -78,12 +78,6 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
       logger,
       now,
     })
-  const metrics: Metrics = new Metrics(() => runner)
-  const runner = new Runner({
-    concurrency: config.maxConcurrency,
-    maxQueueDepth: config.maxQueueDepth,
-    onSettled: run => metrics.runSettled(run.kind, run.queuedMs, run.runMs),
-  })
   const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
     env: agentEnv,
@@ -96,16 +90,6 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
   const executor = executorFor(workspaces)
   // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
   const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
-  const chat = new ChatService({
-    runner,
-    executor: chatExecutor,
-    timeoutMs: config.jobTimeoutSeconds * 1000,
-    systemPromptMode: config.systemPromptMode,
-    models: config.openaiModels,
-    permissionMode: config.agentPermissionMode,
-    now,
-    onFinished: (outcome, result) => metrics.chatFinished(outcome, result),
-  })
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,
@@ -113,40 +97,52 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     timeoutMs: config.webhookTimeoutSeconds * 1000,
     backoffMs: config.webhookBackoffSeconds * 1000,
     userAgent: `claude-runner/${packageJson.version}`,
-    render: job => toJobView(job, undefined),
+    render: record => toJobView(record, undefined),
     logger,
     now,
   })
+  // Read at scrape time only, by when the engine exists.
+  const metrics: Metrics = new Metrics(() => engine.queue.counts)
+  const onFinished = (record: RunRecord): void => {
+    if (record.kind !== 'job') return
+    metrics.jobFinished(record)
+    logger.info({ jobId: record.id, status: record.status, error: record.error?.code, runMs: record.startedAt === null ? undefined : (record.finishedAt ?? 0) - record.startedAt }, 'job finished')
+    if (record.request?.callback_url !== undefined) webhooks.deliver(record)
+  }
+  const engine = await createEngine(config, {
+    now,
+    logger,
+    onFinished,
+    onSettled: run => metrics.runSettled(run.kind, run.queuedMs, run.runMs),
+  })
+  const chat = new ChatService({
+    engine,
+    timeoutMs: config.jobTimeoutSeconds * 1000,
+    systemPromptMode: config.systemPromptMode,
+    models: config.openaiModels,
+    permissionMode: config.agentPermissionMode,
+    now,
+    onFinished: (outcome, result) => metrics.chatFinished(outcome, result),
+  })
   const jobs = new JobService({
-    store: deps.store ?? new MemoryJobStore({
-      ttlMs: config.jobTtlSeconds * 1000,
-      maxFinished: config.maxFinishedJobs,
-      maxRetainedBytes: config.maxRetainedBytes,
-      now,
-    }),
-    runner,
-    executor,
+    engine,
     defaultTimeoutMs: config.jobTimeoutSeconds * 1000,
-    maxEventBytes: config.maxOutputBytes,
+    keepMs: config.jobTtlSeconds * 1000,
     permissionMode: config.agentPermissionMode,
     now,
     logger,
-    onFinished: job => {
-      metrics.jobFinished(job)
-      if (job.request.callback_url !== undefined) webhooks.deliver(job)
-    },
   })
+  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {
-    await runner.close(config.shutdownGraceSeconds * 1000)
-    await jobs.close()
+    await engine.queue.drain(config.shutdownGraceSeconds * 1000)
     // Jobs cancelled by the shutdown still tell their callbacks, within a bound.
     await webhooks.close(WEBHOOK_DRAIN_MS)
   })())
   return {
     config,
-    runner,
+    engine,
     jobs,
     chat,
     webhooks,
@@ -163,6 +159,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     },
     close: async () => {
       await drain()
+      await engine.close()
       await workspaces.close()
       await folders.drain()
       metrics.close()

@@ -68,12 +68,12 @@ describe('GET /jobs/:id/events', () => {
     stalled.pause()
     stalled.write(`GET /jobs/${job.job_id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`)
     onTestFinished(() => { stalled.destroy() })
-    const held = app.ctx.jobs.get(job.job_id)!
-    await vi.waitFor(() => expect(held.events.subscriberCount).toBe(1))
+    const { events } = app.ctx.engine
+    await vi.waitFor(() => expect(events.followers).toBe(1))
     const followers = [collectEvents(base, `/jobs/${job.job_id}/events`), collectEvents(base, `/jobs/${job.job_id}/events`)]
-    await vi.waitFor(() => expect(held.events.subscriberCount).toBe(3))
+    await vi.waitFor(() => expect(events.followers).toBe(3))
     probe.release()
-    await held.done
+    await finished(app, job.job_id)
     expect((await getJob(app, job.job_id)).result!.text).toBe('flood over')
     for (const follower of await Promise.all(followers)) {
       expect(follower.events.at(-1)).toMatchObject({ type: 'end', data: { status: 'completed' } })
@@ -84,7 +84,7 @@ describe('GET /jobs/:id/events', () => {
       const open = await new Promise<number>((resolve, reject) => app.server.getConnections((error, count) => error ? reject(error) : resolve(count)))
       expect(open).toBe(0)
     }, { timeout: 20_000 })
-    expect(held.events.subscriberCount).toBe(0)
+    expect(events.followers).toBe(0)
   })
 
   it('answers 404 for an unknown job and 401 without a token', async () => {
@@ -231,7 +231,7 @@ describe('callback_url', () => {
     // A replay an hour later is refused.
     const stale = `t=${Math.floor(Date.now() / 1000) - 3600},${signature.split(',')[1]}`
     expect(verifyCallback(delivery!.body, stale, SECRET)).toBe(false)
-    await vi.waitFor(() => expect(app.ctx.jobs.get(job.job_id)!.callback!.delivered).toBe(true))
+    await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true))
     const recorded = await getJob(app, job.job_id)
     expect(recorded.callback).toMatchObject({ delivered: true, attempts: [{ status: 204, error: null }] })
   })
@@ -241,7 +241,7 @@ describe('callback_url', () => {
     const { app } = await makeApp(webhookConfig())
     const job = await run(app, { prompt: '[[fake is-error]]', callback_url: hook.url })
     await hook.waitFor(3)
-    await vi.waitFor(() => expect(app.ctx.jobs.get(job.job_id)!.callback!.delivered).toBe(true))
+    await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true))
     const recorded = await getJob(app, job.job_id)
     expect(recorded.callback!.attempts.map(attempt => attempt.status)).toEqual([500, 503, 200])
     expect(new Set(hook.received.map(request => request.headers['x-claude-runner-delivery'])).size).toBe(1)
@@ -253,7 +253,7 @@ describe('callback_url', () => {
     const hook = await receiver([500])
     const { app } = await makeApp(webhookConfig({ webhookMaxAttempts: 3 }))
     const job = await run(app, { prompt: 'hi', callback_url: hook.url })
-    await vi.waitFor(() => expect(app.ctx.jobs.get(job.job_id)!.callback!.delivered).toBe(false))
+    await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(false))
     expect(hook.received).toHaveLength(3)
     expect((await getJob(app, job.job_id)).callback!.attempts).toHaveLength(3)
   })
@@ -330,7 +330,7 @@ describe('the claude-runner CLI', () => {
     const probe = await AgentProbe.start()
     const running = cli(base, ['run', probe.directive])
     await probe.waitStarted(1)
-    const [job] = app.ctx.jobs.list({ limit: 1 }).jobs
+    const [job] = (await app.inject({ method: 'GET', url: '/jobs?limit=1', headers: AUTH })).json<{ jobs: Array<{ job_id: string }> }>().jobs.map(summary => ({ id: summary.job_id }))
     const cancelled = await cli(base, ['cancel', job!.id])
     expect(cancelled).toMatchObject({ code: 0, stdout: `${job!.id} cancelling\n` })
     expect((await running).code).toBe(3)

@@ -131,7 +131,7 @@ describe('git workspaces', () => {
       expect(response.statusCode, ref).toBe(400)
       expect(response.json().error, ref).toMatchObject({ code: 'invalid_ref', field: 'ref' })
     }
-    expect(app.ctx.runner.active + app.ctx.runner.queued).toBe(0)
+    expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
   })
 
   it('isolate 10 concurrent jobs from each other and from the base', async () => {

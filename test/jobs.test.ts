@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { AUTH, finished, getJob, makeApp, run, submit, tempDir } from './helpers/app.ts'
+import { AUTH, finished, getJob, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe, expectAllGone, isRunning, readPid } from './helpers/probe.ts'
 
 const echo = (text: string): Record<string, unknown> => JSON.parse(text)
@@ -80,8 +80,8 @@ describe('a job', () => {
     expect(job.output!.bytes).toBeGreaterThan(50 * 1024 * 1024)
     expect(job.output!.truncated).toBe(true)
     expect(job.output!.kept_bytes).toBeLessThanOrEqual(maxOutputBytes)
-    const held = app.ctx.jobs.get(job.job_id)!
-    expect(held.events.bytes).toBeLessThanOrEqual(maxOutputBytes)
+    const events = await app.ctx.engine.events.since(job.job_id, 0)
+    expect(events.reduce((sum, event) => sum + event.json.length, 0)).toBeLessThanOrEqual(maxOutputBytes)
     const raw = await app.inject({ method: 'GET', url: `/jobs/${job.job_id}/output`, headers: AUTH })
     expect(raw.headers['x-output-truncated']).toBe('true')
     expect(raw.rawPayload.length).toBeLessThanOrEqual(maxOutputBytes)
@@ -233,7 +233,7 @@ describe('cancelling', () => {
       error: { code: 'cancelled' },
       cancel: { reason: 'user', requested_at: expect.any(String) },
     })
-    expect(app.ctx.runner.queued).toBe(0)
+    expect(app.ctx.engine.queue.counts.queued).toBe(0)
     probe.release()
     await finished(app, blocker.job_id)
     expect(probe.started).toHaveLength(1)
@@ -257,7 +257,7 @@ describe('cancelling', () => {
     expect(done).toMatchObject({ status: 'cancelled', error: { code: 'cancelled', message: 'the job was cancelled' } })
     await expectAllGone([agentPid, grandchild])
     expect(existsSync(join(root, 'jobs', job.job_id))).toBe(false)
-    expect(app.ctx.runner.active).toBe(0)
+    expect(app.ctx.engine.queue.counts.active).toBe(0)
   })
 
   it('a finished job answers 409 with its state; an unknown one 404', async () => {
@@ -310,7 +310,7 @@ describe('the agent process', () => {
     for (let i = 0; i < 20; i++) jobs.push(await submit(app, { prompt: `job ${i}` }))
     const done = await Promise.all(jobs.map(job => finished(app, job.job_id)))
     expect(done.every(job => job.status === 'completed')).toBe(true)
-    const held = jobs.map(job => app.ctx.jobs.get(job.job_id)!)
+    const held = await Promise.all(jobs.map(job => record(app, job.job_id)))
     const starts = held.map(job => job.startedAt!)
     expect(starts).toEqual([...starts].sort((a, b) => a - b))
     // On the tick clock, count how many jobs were running at each start.

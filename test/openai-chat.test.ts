@@ -107,7 +107,7 @@ describe('POST /v1/chat/completions', () => {
       if (chunk.choices[0]?.delta.content) break // leaving the loop aborts the request
     }
     await expectAllGone([readPid(`${dir}/agent`), readPid(`${dir}/grandchild`)])
-    await vi.waitFor(() => expect(app.ctx.runner.active).toBe(0))
+    await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
     // The slot is free: the next call runs.
     const next = await client.chat.completions.create({ model: 'haiku', messages: user('hi') })
     expect(next.choices[0]!.message.content).toBe('Hi! (fake model)')
@@ -128,7 +128,7 @@ describe('POST /v1/chat/completions', () => {
     controller.abort()
     await expect(request).rejects.toThrow()
     await expectAllGone([probe.started[0]!.pid, readPid(`${dir}/grandchild`)])
-    await vi.waitFor(() => expect(app.ctx.runner.active).toBe(0))
+    await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
   })
 
   it('maps agent failures to OpenAI errors the SDK raises as the right class', async () => {
@@ -193,7 +193,7 @@ describe('POST /v1/chat/completions', () => {
       expect((error as APIError).code).toBe(code)
       expect((error as APIError).type).toBe('invalid_request_error')
     }
-    expect(app.ctx.runner.active + app.ctx.runner.queued).toBe(0)
+    expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
   })
 
   it('accepts and ignores sampling parameters', async () => {
@@ -253,7 +253,7 @@ describe('chat completions share the runner with jobs (seed)', () => {
     const first = client.chat.completions.create({ model: 'haiku', messages: user(probe.directive) })
     await probe.waitStarted(1)
     const second = client.chat.completions.create({ model: 'haiku', messages: user('second') })
-    await vi.waitFor(() => expect(app.ctx.runner.queued).toBe(1))
+    await vi.waitFor(() => expect(app.ctx.engine.queue.counts.queued).toBe(1))
     expect(probe.started).toHaveLength(1)
     probe.release()
     const [a, b] = await Promise.all([first, second])

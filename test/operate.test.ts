@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { ExecuteBody } from '../src/schemas/job.ts'
-import { AUTH, FAKE_CLAUDE, makeApp, run, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, FAKE_CLAUDE, finished, makeApp, run, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, expectAllGone, isRunning, readPid } from './helpers/probe.ts'
 
 const SERVER = fileURLToPath(new URL('../src/server.ts', import.meta.url))
@@ -215,7 +215,7 @@ describe('GET /metrics', () => {
     expect(text).toContain('claude_runner_http_requests_total{method="GET",route="/jobs",status="401"} 1')
     expect(text).toMatch(/process_resident_memory_bytes \d+/)
     probe.release()
-    await app.ctx.jobs.get(held.json().job_id)!.done
+    await finished(app, held.json().job_id)
     // The metrics token opens /metrics only; the job tokens open it too.
     expect((await app.inject({ method: 'GET', url: '/jobs', headers: { authorization: 'Bearer metrics-token-0123456789' } })).statusCode).toBe(401)
     expect((await app.inject({ method: 'GET', url: '/metrics', headers: AUTH })).statusCode).toBe(200)

@@ -8,7 +8,7 @@ import { describe, expect, it, vi } from 'vitest'
 import { buildApp } from '../src/app.ts'
 import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
 import { AnthropicStub, hasToolResult, lastUserText, systemText, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
-import { AUTH, finished, listen, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, eventTypes, finished, listen, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { expectAllGone, groupMembers } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
@@ -66,7 +66,7 @@ describe('the real Claude Code CLI', () => {
     expect(stub.calls).toHaveLength(2)
     expect(stub.calls.every(call => call.url === '/v1/messages?beta=true' && call.body.stream === true)).toBe(true)
     expect(stub.otherRequests).toEqual([])
-    const events = app.ctx.jobs.get(job.job_id)!.events.since(0).map(event => event.type)
+    const events = await eventTypes(app, job.job_id)
     expect(events).toEqual(expect.arrayContaining(['init', 'tool_use', 'tool_result', 'text', 'result']))
   })
 
@@ -115,7 +115,7 @@ describe('the real Claude Code CLI', () => {
     const { app } = await realApp((_call, index) => index === 0 ? { status: 500, errorType: 'api_error', message: 'try again', retry: true } : { text: 'made it' })
     const job = await run(app, { prompt: 'hi' })
     expect(job).toMatchObject({ status: 'completed', result: { text: 'made it' } })
-    const retries = app.ctx.jobs.get(job.job_id)!.events.since(0).filter(event => event.type === 'api_retry').map(event => JSON.parse(event.json))
+    const retries = (await app.ctx.engine.events.since(job.job_id, 0)).filter(event => event.type === 'api_retry').map(event => JSON.parse(event.json))
     expect(retries).toEqual([expect.objectContaining({ attempt: 1, error_status: 500 })])
   })
 
@@ -123,7 +123,7 @@ describe('the real Claude Code CLI', () => {
     const { app, stub, root } = await realApp(() => ({ hang: true }))
     const job = await submit(app, { prompt: 'Take your time.' })
     await stub.waitForCalls(1)
-    const pid = app.ctx.jobs.get(job.job_id)!.pid!
+    const pid = (await record(app, job.job_id)).pid!
     expect(groupMembers(pid).length).toBeGreaterThan(0)
     const response = await app.inject({ method: 'DELETE', url: `/jobs/${job.job_id}`, headers: AUTH })
     expect(response.statusCode).toBe(202)

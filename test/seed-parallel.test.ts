@@ -28,7 +28,7 @@ describe('parallel execution (seed)', () => {
     const b = await submit(app, { prompt: `b ${probe.directive}`, agent: 'y' })
     // Both agents report in while neither has been let go: they run concurrently.
     await probe.waitStarted(2)
-    expect(app.ctx.runner.active).toBe(2)
+    expect(app.ctx.engine.queue.counts.active).toBe(2)
     expect(new Set(probe.started.map(start => start.pid)).size).toBe(2)
     probe.release()
     expect((await finished(app, a.job_id)).status).toBe('completed')
@@ -45,8 +45,8 @@ describe('parallel execution (seed)', () => {
     expect(r2.statusCode).toBe(202)
     const job2 = await getJob(app, r2.json().job_id)
     expect(job2).toMatchObject({ status: 'queued', phase: 'queued', queue_position: 1, started_at: null })
-    expect(app.ctx.runner.active).toBe(1)
-    expect(app.ctx.runner.queued).toBe(1)
+    expect(app.ctx.engine.queue.counts.active).toBe(1)
+    expect(app.ctx.engine.queue.counts.queued).toBe(1)
     expect(probe.started).toHaveLength(1)
 
     probe.release()
@@ -155,7 +155,7 @@ describe('parallel execution (seed)', () => {
     const queued = await submit(app, { prompt: 'queued' })
 
     clock += 20_000 // old finished 70 s ago, fresh 20 s ago
-    expect(app.ctx.jobs.get(old.job_id)).toBeUndefined()
+    expect(await app.ctx.engine.store.get(old.job_id)).toBeUndefined()
     const gone = await app.inject({ method: 'GET', url: `/jobs/${old.job_id}`, headers: AUTH })
     expect(gone.statusCode).toBe(404)
     expect(gone.json().error.code).toBe('job_not_found')
@@ -166,7 +166,7 @@ describe('parallel execution (seed)', () => {
     clock += 10 * 60_000 // still running and queued: never evicted, however old
     expect((await getJob(app, running.job_id)).status).toBe('running')
     expect((await getJob(app, queued.job_id)).status).toBe('queued')
-    expect(app.ctx.jobs.get(fresh.job_id)).toBeUndefined()
+    expect(await app.ctx.engine.store.get(fresh.job_id)).toBeUndefined()
     probe.release()
     await finished(app, queued.job_id)
   })

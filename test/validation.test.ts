@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { AUTH, makeApp, TOKEN } from './helpers/app.ts'
+import { AUTH, finished, makeApp, TOKEN } from './helpers/app.ts'
 
 describe('authentication', () => {
   it('every route but /health needs a valid bearer token', async () => {
@@ -18,7 +18,7 @@ describe('authentication', () => {
         expect(response.json()).toEqual({ error: { code: 'unauthorized', message: expect.stringContaining('Authorization: Bearer') } })
       }
     }
-    expect(app.ctx.runner.active + app.ctx.runner.queued).toBe(0)
+    expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
     expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200)
   })
 
@@ -68,7 +68,7 @@ describe('POST /execute validation', () => {
       expect(error.code).toBe('validation_error')
       expect(error.field).toBe(field)
       expect(error.message).toContain(field)
-      expect(app.ctx.runner.active + app.ctx.runner.queued).toBe(0)
+      expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
     })
   }
 
@@ -95,6 +95,6 @@ describe('POST /execute validation', () => {
     const { app } = await makeApp()
     const response = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: 'hi', agent: 'code_reviewer-2', model: 'us.anthropic.claude-opus-4-1-20250805-v1:0' } })
     expect(response.statusCode).toBe(202)
-    await app.ctx.jobs.get(response.json().job_id)!.done
+    await finished(app, response.json().job_id)
   })
 })

@@ -1,16 +1,12 @@
+import type { EventFeed, LoggedEvent } from '../engine/types.ts'
+
+export type { LoggedEvent }
+
 /**
  * A job's history of events, bounded, with live subscribers. Every event gets an increasing `id`,
  * so a follower that lost its connection resumes after the last id it saw. A subscriber that does
  * not keep up is cut off past its buffer instead of holding memory or slowing the job.
  */
-export interface LoggedEvent {
-  id: number
-  type: string
-  at: number
-  /** The event's data, serialised once when it was appended. */
-  json: string
-}
-
 export interface EventLogOptions {
   /** Oldest events are dropped past this many... */
   maxEvents: number
@@ -99,6 +95,7 @@ export class EventLog {
   subscribe (afterId: number, maxBufferedBytes: number): EventSubscription {
     const subscription = new EventSubscription(maxBufferedBytes, () => { this.#subscribers.delete(subscription) })
     subscription.missed = afterId + 1 < this.firstId
+    subscription.firstId = this.firstId
     for (const event of this.since(afterId)) subscription.push(event)
     if (this.#closed) subscription.end()
     else this.#subscribers.add(subscription)
@@ -123,13 +120,17 @@ export class EventLog {
   }
 }
 
-export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
+export class EventSubscription implements AsyncIterableIterator<LoggedEvent>, EventFeed {
   /** True when events between the requested id and the oldest held one were already dropped. */
   missed = false
+  /** The oldest id held when it subscribed. */
+  firstId = 1
   /** True when the reader fell more than `maxBufferedBytes` behind and was cut off. */
   overflowed = false
   /** Called once when the subscription ends (the log closed, it overflowed, or it was returned). */
   onEnd: (() => void) | undefined
+  /** Called once when it stops receiving events (for the engine's count of followers). */
+  onDetach: (() => void) | undefined
   readonly #maxBufferedBytes: number
   readonly #detach: () => void
   #buffer: LoggedEvent[] = []
@@ -154,10 +155,16 @@ export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
     this.#signal()
   }
 
+  /** True once no more events will come (what is buffered may still be read). */
+  get done (): boolean {
+    return this.#ended
+  }
+
   end (): void {
     if (this.#ended) return
     this.#ended = true
     this.#detach()
+    this.onDetach?.()
     this.#signal()
     this.onEnd?.()
   }
@@ -179,6 +186,10 @@ export class EventSubscription implements AsyncIterableIterator<LoggedEvent> {
     this.#bufferedBytes = 0
     this.end()
     return { value: undefined, done: true }
+  }
+
+  close (): void {
+    void this.return()
   }
 
   [Symbol.asyncIterator] (): this {

@@ -1,137 +1,55 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import { AppError, RunCancelledError } from '../errors.ts'
-import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
-import type { Runner } from '../runner/runner.ts'
-import { EventLog } from './event-log.ts'
-import { Job, type JobRequest, type JobStatus } from './job.ts'
-import type { JobStore } from './job-store.ts'
+import { AppError } from '../errors.ts'
+import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
+import { createRecord, isTerminal, type JobRequest } from './job.ts'
 
 export interface JobServiceOptions {
-  store: JobStore
-  runner: Runner
-  executor: AgentExecutor
+  engine: Engine
   /** Execution timeout when the request names none. */
   defaultTimeoutMs: number
-  /** Bounds each job's event history, like its raw output. */
-  maxEventBytes: number
+  /** How long a finished job is kept (JOB_TTL_SECONDS). */
+  keepMs: number
   permissionMode?: string | undefined
   now: () => number
   logger: Logger
-  /** Told once per job when it is terminal (webhooks, metrics). */
-  onFinished?: (job: Job) => void
-  /** How often finished jobs past their TTL are swept (they are also dropped lazily when read). */
-  sweepIntervalMs?: number
 }
 
-const MAX_EVENTS_PER_JOB = 10_000
+/** Who is asking: a job belongs to the tenant that submitted it, and only it (or an admin) sees it. */
+export interface Caller {
+  tenant: string
+  limits: TenantLimits
+  /** Sees every tenant's jobs. */
+  admin: boolean
+}
 
 /**
- * The jobs of `POST /execute`: accepts them, queues them on the shared runner, records how they
- * went, and answers for them until they are evicted.
+ * The jobs of `POST /execute`: admits them through the engine's queue, and answers for them until
+ * they are evicted. Which replica runs a job, and where its record lives, is the engine's business.
  */
 export class JobService {
   readonly #options: JobServiceOptions
-  readonly #sweep: NodeJS.Timeout
-  readonly #settled = new Set<Promise<void>>()
-  #seq = 0
 
   constructor (options: JobServiceOptions) {
     this.#options = options
-    this.#sweep = setInterval(() => options.store.evictExpired(), options.sweepIntervalMs ?? 30_000)
-    this.#sweep.unref()
-  }
-
-  /** Accepts a job (it is queued, or started at once) or throws `queue_full` / `shutting_down`. */
-  submit (request: JobRequest, options: { idempotency?: { key: string, fingerprint: string } | undefined } = {}): Job {
-    const { runner, store, now } = this.#options
-    const timeoutMs = request.timeout_seconds === undefined ? this.#options.defaultTimeoutMs : request.timeout_seconds * 1000
-    const job = new Job({
-      id: randomUUID(),
-      seq: ++this.#seq,
-      request,
-      limits: { timeoutMs },
-      createdAt: now(),
-      idempotency: options.idempotency,
-      events: new EventLog({ maxEvents: MAX_EVENTS_PER_JOB, maxBytes: this.#options.maxEventBytes, now }),
-    })
-    job.events.append('status', { status: job.status, phase: job.phase })
-    // Scheduling may start the job at once; if it throws, the job was never accepted.
-    const run = runner.schedule(job.id, signal => this.#run(job, signal), { timeoutMs })
-    store.add(job)
-    this.#options.logger.info({ jobId: job.id, queued: runner.queued, active: runner.active }, 'job accepted')
-    const settled = run.then(() => {}, (error: unknown) => this.#abandon(job, error))
-      .finally(() => { this.#settled.delete(settled) })
-    this.#settled.add(settled)
-    return job
-  }
-
-  get (id: string): Job | undefined {
-    return this.#options.store.get(id)
-  }
-
-  findByIdempotencyKey (key: string): Job | undefined {
-    return this.#options.store.findByIdempotencyKey(key)
-  }
-
-  /** 1-based place in the queue while the job waits. */
-  position (job: Job): number | undefined {
-    return job.status === 'queued' ? this.#options.runner.position(job.id) : undefined
-  }
-
-  list (options: { status?: JobStatus | undefined, limit: number, before?: number | undefined }): { jobs: Job[], next: number | undefined } {
-    return this.#options.store.list(options)
   }
 
   /**
-   * Cancels a job: a queued one is cancelled at once; a running one has its process group sent
-   * SIGTERM (SIGKILL after the grace period) and becomes `cancelled` when it has exited.
+   * Admits a job (it waits, or starts at once) or throws (`queue_full`, `tenant_queue_full`,
+   * `budget_exceeded`, `idempotency_conflict`, `shutting_down`). `replayed` when the
+   * Idempotency-Key was seen: the job it made then.
    */
-  cancel (id: string): Job {
-    const job = this.get(id)
-    if (job === undefined) throw jobNotFound(id)
-    if (job.terminal) {
-      throw new AppError('job_finished', `job ${id} already ended as ${job.status}; there is nothing to cancel`, { details: { status: job.status } })
-    }
-    job.cancel ??= { requestedAt: this.#options.now(), reason: 'user' }
-    const found = this.#options.runner.cancel(job.id, new RunCancelledError('user'))
-    if (found === 'dequeued') this.#finish(job, 'cancelled', { error: { code: 'cancelled', message: 'the job was cancelled before it started' } })
-    this.#options.logger.info({ jobId: id, found }, 'job cancel requested')
-    return job
-  }
-
-  /** Resolves when the job is terminal or after `ms`, whichever comes first. */
-  async wait (job: Job, ms: number, signal?: AbortSignal): Promise<void> {
-    if (job.terminal || ms <= 0) return
-    let timer: NodeJS.Timeout | undefined
-    let onAbort: (() => void) | undefined
-    await Promise.race([
-      job.done,
-      new Promise<void>(resolve => {
-        timer = setTimeout(resolve, ms)
-        onAbort = resolve
-        signal?.addEventListener('abort', onAbort, { once: true })
-      }),
-    ])
-    clearTimeout(timer)
-    if (onAbort) signal?.removeEventListener('abort', onAbort)
-  }
-
-  /** Waits for every accepted job to be terminal (the runner decides how long running ones get). */
-  async close (): Promise<void> {
-    clearInterval(this.#sweep)
-    while (this.#settled.size > 0) await Promise.all(this.#settled)
-  }
-
-  async #run (job: Job, signal: AbortSignal): Promise<void> {
-    const { now, executor, logger } = this.#options
-    job.start(now())
-    logger.info({ jobId: job.id, queueWaitMs: (job.startedAt ?? 0) - job.createdAt }, 'job started')
-    const { request } = job
-    let outcome: ExecuteOutcome
-    try {
-      outcome = await executor.execute({
-        id: job.id,
+  async submit (request: JobRequest, caller: Caller, options: { idempotency?: { key: string, fingerprint: string } | undefined } = {}): Promise<{ record: RunRecord, replayed: boolean }> {
+    const { engine, now, logger } = this.#options
+    const id = randomUUID()
+    const record = createRecord({
+      id,
+      kind: 'job',
+      tenant: caller.tenant,
+      createdAt: now(),
+      timeoutMs: request.timeout_seconds === undefined ? this.#options.defaultTimeoutMs : request.timeout_seconds * 1000,
+      execute: {
+        id,
         ref: request.ref,
         push: request.push,
         spec: {
@@ -142,52 +60,79 @@ export class JobService {
           maxBudgetUsd: request.max_budget_usd,
           permissionMode: this.#options.permissionMode,
         },
-      }, {
-        onPhase: phase => job.enterPhase(phase, now()),
-        onEvent: event => job.recordAgentEvent(event),
-        onSpawn: pid => { job.pid = pid },
-      }, signal)
-    } catch (error) {
-      logger.error({ err: error, jobId: job.id }, 'job execution failed unexpectedly')
-      this.#finish(job, 'failed', { error: { code: 'agent_crashed', message: `internal error while running the job: ${(error as Error).message}` } })
-      return
+      },
+      request,
+      idempotency: options.idempotency ?? null,
+      callback: request.callback_url !== undefined,
+    })
+    const admitted = await engine.queue.admit(record, { limits: caller.limits, keepMs: this.#options.keepMs })
+    if (admitted.admitted) {
+      const { queued, active } = engine.queue.counts
+      logger.info({ jobId: id, tenant: caller.tenant, queued, active }, 'job accepted')
     }
-    if (outcome.status === 'cancelled' && signal.reason instanceof RunCancelledError) {
-      job.cancel ??= { requestedAt: now(), reason: signal.reason.reason }
-    }
-    this.#finish(job, outcome.status, { result: outcome.result, exit: outcome.exit, error: outcome.error, output: outcome.output, changes: outcome.changes })
+    return { record: admitted.record, replayed: !admitted.admitted }
   }
 
-  /** The runner gave up on a job before or outside its run: cancelled while queued, or shutdown. */
-  #abandon (job: Job, error: unknown): void {
-    if (job.terminal) return
-    if (error instanceof RunCancelledError) {
-      job.cancel ??= { requestedAt: this.#options.now(), reason: error.reason }
-      this.#finish(job, 'cancelled', { error: { code: 'cancelled', message: error.message } })
-      return
-    }
-    this.#options.logger.error({ err: error, jobId: job.id }, 'job abandoned unexpectedly')
-    this.#finish(job, 'failed', { error: { code: 'agent_crashed', message: `internal error: ${(error as Error)?.message ?? String(error)}` } })
+  /** The job, if it exists and the caller may see it: for anyone else it does not exist. */
+  async get (id: string, caller: Caller): Promise<RunRecord | undefined> {
+    const record = await this.#options.engine.store.get(id)
+    if (record === undefined || record.kind !== 'job' || !visible(record, caller)) return undefined
+    return record
   }
 
-  #finish (job: Job, status: Exclude<JobStatus, 'queued' | 'running'>, outcome: Parameters<Job['finish']>[2]): void {
-    if (job.terminal) return
-    job.finish(status, this.#options.now(), outcome)
-    this.#options.store.finished(job)
-    this.#options.logger.info({
-      jobId: job.id,
-      status,
-      error: job.error?.code,
-      runMs: job.startedAt === undefined ? undefined : (job.finishedAt ?? 0) - job.startedAt,
-    }, 'job finished')
-    try {
-      this.#options.onFinished?.(job)
-    } catch (error) {
-      this.#options.logger.error({ err: error, jobId: job.id }, 'job finish listener failed')
-    }
+  async find (id: string, caller: Caller): Promise<RunRecord> {
+    const record = await this.get(id, caller)
+    if (record === undefined) throw jobNotFound(id)
+    return record
   }
+
+  async output (record: RunRecord): Promise<string[]> {
+    return this.#options.engine.store.output(record.id)
+  }
+
+  /** 1-based place in the queue while the job waits. */
+  async position (record: RunRecord): Promise<number | undefined> {
+    return record.status === 'queued' ? this.#options.engine.queue.position(record.id) : undefined
+  }
+
+  async list (query: Omit<ListQuery, 'tenant'> & { tenant?: string | undefined }, caller: Caller): Promise<{ records: RunRecord[], next: number | undefined }> {
+    const tenant = caller.admin ? query.tenant : caller.tenant
+    return this.#options.engine.store.list({ ...query, tenant })
+  }
+
+  /**
+   * Cancels a job: a queued one is cancelled at once; a running one, on whichever replica, has its
+   * process group sent SIGTERM (SIGKILL after the grace period) and becomes `cancelled` when it has
+   * exited.
+   */
+  async cancel (id: string, caller: Caller): Promise<RunRecord> {
+    const { engine, now, logger } = this.#options
+    const record = await this.find(id, caller)
+    if (isTerminal(record.status)) throw jobFinished(record)
+    const found = await engine.queue.cancel(id, 'user')
+    logger.info({ jobId: id, found }, 'job cancel requested')
+    const current = (await engine.store.get(id)) ?? record
+    if (found === 'unknown' && isTerminal(current.status)) throw jobFinished(current)
+    if (!isTerminal(current.status)) current.cancel ??= { requestedAt: now(), reason: 'user' }
+    return current
+  }
+
+  /** Resolves when the job is terminal or after `ms`, whichever comes first. */
+  async wait (record: RunRecord, ms: number, signal?: AbortSignal): Promise<RunRecord> {
+    if (isTerminal(record.status) || ms <= 0) return record
+    await this.#options.engine.events.waitTerminal(record.id, ms, signal)
+    return (await this.#options.engine.store.get(record.id)) ?? record
+  }
+}
+
+function visible (record: RunRecord, caller: Caller): boolean {
+  return caller.admin || record.tenant === caller.tenant
 }
 
 export function jobNotFound (id: string): AppError {
   return new AppError('job_not_found', `no job ${id}: it never existed or was evicted after JOB_TTL_SECONDS`)
+}
+
+function jobFinished (record: RunRecord): AppError {
+  return new AppError('job_finished', `job ${record.id} already ended as ${record.status}; there is nothing to cancel`, { details: { status: record.status } })
 }

@@ -1,8 +1,12 @@
-import type { AgentOutcome, AgentOutput, RunError } from '../agent/agent-run.ts'
+import type { AgentOutput, RunError } from '../agent/agent-run.ts'
 import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
 import type { CancelReason } from '../errors.ts'
+import type { ExecutionPhase, RunRecord, RunStatus, TerminalStatus, UsageDelta } from '../engine/types.ts'
 import type { WorkspaceChanges } from '../workspace/workspace.ts'
-import { EventLog } from './event-log.ts'
+
+export { isTerminal, TERMINAL_STATUSES } from '../engine/types.ts'
+export type { ExecutionPhase, RunPhase as JobPhase } from '../engine/types.ts'
+export type JobStatus = RunStatus
 
 export const JobStatus = {
   queued: 'queued',
@@ -11,14 +15,7 @@ export const JobStatus = {
   failed: 'failed',
   timed_out: 'timed_out',
   cancelled: 'cancelled',
-} as const
-export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus]
-
-export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'timed_out', 'cancelled'])
-
-/** Finer than status: where a running job is. `status` stays `running` through all three. */
-export type ExecutionPhase = 'preparing' | 'running' | 'collecting'
-export type JobPhase = 'queued' | ExecutionPhase | 'finished'
+} as const satisfies Record<RunStatus, RunStatus>
 
 /** The fields of `POST /execute`, as validated. */
 export interface JobRequest {
@@ -34,87 +31,84 @@ export interface JobRequest {
   callback_url?: string | undefined
 }
 
-export interface JobLimits {
-  /** The execution timeout that applies (the request's or the default). */
-  timeoutMs: number
+/** A new run's record, queued. */
+export function createRecord (init: Pick<RunRecord, 'id' | 'kind' | 'tenant' | 'createdAt' | 'timeoutMs' | 'execute' | 'request' | 'idempotency'> & { callback: boolean }): RunRecord {
+  const { callback, ...fields } = init
+  return {
+    ...fields,
+    seq: 0,
+    status: 'queued',
+    phase: 'queued',
+    startedAt: null,
+    finishedAt: null,
+    phaseMs: {},
+    phaseStartedAt: null,
+    instance: null,
+    pid: null,
+    agent: null,
+    result: null,
+    exit: null,
+    error: null,
+    output: null,
+    changes: null,
+    cancel: null,
+    callback: callback ? { delivery_id: fields.id, attempts: [], delivered: null } : null,
+  }
+}
+
+/** How a run ended, as the replica that ran it (or the engine, for runs that never started) saw it. */
+export interface TerminalUpdate {
+  status: TerminalStatus
+  error: RunError | null
+  result?: CliResult | null
+  exit?: RunRecord['exit']
+  output?: AgentOutput | null
+  changes?: WorkspaceChanges | null
+  cancel?: { requestedAt: number, reason: CancelReason } | undefined
+}
+
+type Event = { type: string, data: unknown }
+
+/*
+ * A run's record changes only through these functions, on whichever side owns it at the time
+ * (the engine while it waits, the replica running it, the engine again for a run declared lost).
+ * Each returns the event that tells followers about the change, so the two never disagree.
+ */
+
+export function startRun (record: RunRecord, now: number, instance: string): void {
+  record.status = 'running'
+  record.startedAt = now
+  record.instance = instance
+}
+
+export function enterPhase (record: RunRecord, phase: ExecutionPhase, now: number): Event {
+  closePhase(record, now)
+  record.phase = phase
+  record.phaseStartedAt = now
+  return { type: 'status', data: { status: record.status, phase } }
 }
 
 /**
- * One submitted job and everything known about it. Mutated only by the JobService that owns it;
- * read by routes through the job view.
+ * Logs what the agent did, named by kind: init, text, tool_use, tool_result, api_retry, ...
+ * Text deltas are kept only for chat runs, whose answer is relayed as it is written (possibly by
+ * another replica than the one running it).
  */
-export class Job {
-  readonly id: string
-  readonly seq: number
-  readonly request: JobRequest
-  readonly limits: JobLimits
-  readonly createdAt: number
-  /** The Idempotency-Key it was submitted with, and a fingerprint of its body. */
-  readonly idempotency: { key: string, fingerprint: string } | undefined
-  readonly events: EventLog
-  status: JobStatus = 'queued'
-  phase: JobPhase = 'queued'
-  startedAt: number | undefined
-  finishedAt: number | undefined
-  readonly phaseMs: Partial<Record<ExecutionPhase, number>> = {}
-  #phaseStartedAt: number | undefined
-  pid: number | undefined
-  agent: { session_id: string | null, model: string | null, claude_code_version: string | null } | undefined
-  result: CliResult | null = null
-  exit: AgentOutcome['exit'] = null
-  error: RunError | null = null
-  output: AgentOutput | null = null
-  changes: WorkspaceChanges | null = null
-  cancel: { requestedAt: number, reason: CancelReason } | undefined
-  callback: { attempts: Array<{ at: number, status: number | null, error: string | null, duration_ms: number }>, delivered: boolean | null } | undefined
-  readonly #done: PromiseWithResolvers<void> = Promise.withResolvers<void>()
-
-  constructor (init: { id: string, seq: number, request: JobRequest, limits: JobLimits, createdAt: number, idempotency?: { key: string, fingerprint: string } | undefined, events: EventLog }) {
-    this.id = init.id
-    this.seq = init.seq
-    this.request = init.request
-    this.limits = init.limits
-    this.createdAt = init.createdAt
-    this.idempotency = init.idempotency
-    this.events = init.events
-    if (init.request.callback_url !== undefined) this.callback = { attempts: [], delivered: null }
-  }
-
-  get terminal (): boolean {
-    return TERMINAL_STATUSES.has(this.status)
-  }
-
-  /** Resolves once the job is terminal. */
-  get done (): Promise<void> {
-    return this.#done.promise
-  }
-
-  /** Leaves the queue; the first phase (and its status event) follows at once. */
-  start (now: number): void {
-    this.status = 'running'
-    this.startedAt = now
-  }
-
-  enterPhase (phase: ExecutionPhase, now: number): void {
-    this.#closePhase(now)
-    this.phase = phase
-    this.#phaseStartedAt = now
-    this.events.append('status', { status: this.status, phase })
-  }
-
-  /** Logs what the agent did, named by kind: init, text, tool_use, tool_result, api_retry, ... */
-  recordAgentEvent (event: AgentEvent): void {
-    switch (event.type) {
-      case 'text_delta':
-      case 'text_block_start':
-        return
-      case 'init':
-        this.agent = { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version }
-        this.events.append('init', { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version, cwd: event.cwd, permission_mode: event.permission_mode })
-        return
-      case 'result': {
-        const { result } = event
-        this.events.append('result', {
+export function agentEvent (record: RunRecord, event: AgentEvent): Event | undefined {
+  switch (event.type) {
+    case 'text_delta':
+    case 'text_block_start': {
+      if (record.kind !== 'chat') return undefined
+      const { type, ...data } = event
+      return { type, data }
+    }
+    case 'init':
+      record.agent = { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version }
+      return { type: 'init', data: { session_id: event.session_id, model: event.model, claude_code_version: event.claude_code_version, cwd: event.cwd, permission_mode: event.permission_mode } }
+    case 'result': {
+      const { result } = event
+      return {
+        type: 'result',
+        data: {
           is_error: result.is_error,
           subtype: result.subtype,
           text: typeof result.result === 'string' ? result.result : null,
@@ -124,44 +118,63 @@ export class Job {
           usage: result.usage ?? null,
           session_id: result.session_id ?? null,
           duration_ms: result.duration_ms ?? null,
-        })
-        return
-      }
-      default: {
-        const { type, ...data } = event
-        this.events.append(type, data)
+        },
       }
     }
-  }
-
-  finish (status: Exclude<JobStatus, 'queued' | 'running'>, now: number, outcome: Partial<Pick<Job, 'result' | 'exit' | 'error' | 'output' | 'changes'>> = {}): void {
-    if (this.terminal) return
-    this.#closePhase(now)
-    this.status = status
-    this.phase = 'finished'
-    this.finishedAt = now
-    if (outcome.result !== undefined) this.result = outcome.result
-    if (outcome.exit !== undefined) this.exit = outcome.exit
-    if (outcome.error !== undefined) this.error = outcome.error
-    if (outcome.output !== undefined) this.output = outcome.output
-    if (outcome.changes !== undefined) this.changes = outcome.changes
-    this.events.append('status', { status, phase: this.phase, error: this.error })
-    this.events.close()
-    this.#done.resolve()
-  }
-
-  /** Approximate bytes this job holds, for the store's memory budget. */
-  retainedBytes (): number {
-    return Buffer.byteLength(this.request.prompt) +
-      (this.output?.keptBytes ?? 0) +
-      (this.changes ? Buffer.byteLength(this.changes.diff) : 0) +
-      this.events.bytes +
-      2048
-  }
-
-  #closePhase (now: number): void {
-    if (this.phase === 'preparing' || this.phase === 'running' || this.phase === 'collecting') {
-      this.phaseMs[this.phase] = now - (this.#phaseStartedAt ?? now)
+    default: {
+      const { type, ...data } = event
+      return { type, data }
     }
+  }
+}
+
+/** Applies the end; returns the terminal status event. */
+export function finishRun (record: RunRecord, update: TerminalUpdate, now: number): Event {
+  closePhase(record, now)
+  record.status = update.status
+  record.phase = 'finished'
+  record.finishedAt = now
+  record.phaseStartedAt = null
+  record.error = update.error
+  if (update.result !== undefined) record.result = update.result
+  if (update.exit !== undefined) record.exit = update.exit
+  if (update.changes !== undefined) record.changes = update.changes
+  if (update.output != null) {
+    const { lines, ...meta } = update.output
+    record.output = { ...meta, lines: lines.length }
+  }
+  if (update.cancel !== undefined) record.cancel ??= update.cancel
+  return terminalEvent(record)
+}
+
+export function terminalEvent (record: RunRecord): Event {
+  return { type: 'status', data: { status: record.status, phase: record.phase, error: record.error } }
+}
+
+/** Bytes a finished run holds (record, raw output, events), for MAX_RETAINED_BYTES. */
+export function retainedBytes (record: RunRecord, outputBytes: number, eventBytes: number): number {
+  return Buffer.byteLength(JSON.stringify(record)) + outputBytes + eventBytes
+}
+
+/** What a finished run adds to its tenant's usage of the day. */
+export function usageDelta (record: RunRecord): UsageDelta | undefined {
+  if (record.status === 'queued' || record.status === 'running') return undefined
+  const usage = (record.result?.usage ?? {}) as Record<string, unknown>
+  const count = (key: string): number => typeof usage[key] === 'number' && Number.isFinite(usage[key]) ? usage[key] : 0
+  const cost = record.result?.total_cost_usd
+  return {
+    status: record.status,
+    total_cost_usd: typeof cost === 'number' && Number.isFinite(cost) ? cost : 0,
+    input_tokens: count('input_tokens'),
+    output_tokens: count('output_tokens'),
+    cache_read_input_tokens: count('cache_read_input_tokens'),
+    cache_creation_input_tokens: count('cache_creation_input_tokens'),
+    agent_seconds: record.startedAt === null || record.finishedAt === null ? 0 : (record.finishedAt - record.startedAt) / 1000,
+  }
+}
+
+function closePhase (record: RunRecord, now: number): void {
+  if (record.phase === 'preparing' || record.phase === 'running' || record.phase === 'collecting') {
+    record.phaseMs[record.phase] = now - (record.phaseStartedAt ?? now)
   }
 }

@@ -1,8 +1,8 @@
-import { createHmac, randomUUID } from 'node:crypto'
+import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import { request } from 'undici'
 import { AppError } from '../errors.ts'
-import type { Job } from './job.ts'
+import type { RunRecord } from '../engine/types.ts'
 
 export interface WebhookOptions {
   secret: string | undefined
@@ -14,7 +14,7 @@ export interface WebhookOptions {
   backoffMs: number
   userAgent: string
   /** The job JSON sent as the body. */
-  render: (job: Job) => unknown
+  render: (job: RunRecord) => unknown
   logger: Logger
   now: () => number
 }
@@ -66,7 +66,7 @@ export class WebhookSender {
     if (!allowed) refuse(`goes to ${parsed.host}, which is not in WEBHOOK_ALLOWED_HOSTS`)
   }
 
-  deliver (job: Job): void {
+  deliver (job: RunRecord): void {
     const delivery = this.#deliver(job).catch(error => {
       this.#options.logger.error({ err: error, jobId: job.id }, 'webhook delivery failed unexpectedly')
     }).finally(() => { this.#pending.delete(delivery) })
@@ -86,12 +86,12 @@ export class WebhookSender {
     await Promise.all(this.#pending)
   }
 
-  async #deliver (job: Job): Promise<void> {
-    const url = job.request.callback_url
+  async #deliver (job: RunRecord): Promise<void> {
+    const url = job.request?.callback_url
     const record = job.callback
-    if (url === undefined || record === undefined || this.#options.secret === undefined) return
+    if (url === undefined || record === null || this.#options.secret === undefined) return
     const body = JSON.stringify(this.#options.render(job))
-    const delivery = randomUUID()
+    const delivery = record.delivery_id
     for (let attempt = 1; attempt <= this.#options.maxAttempts; attempt++) {
       const at = this.#options.now()
       const started = performance.now()

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
-import { AppError, RunCancelledError } from '../errors.ts'
-import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
-import type { Runner } from '../runner/runner.ts'
+import type { CliResult } from '../agent/stream-json.ts'
+import { CHAT_TTL_MS, type Engine, type RunRecord } from '../engine/types.ts'
+import { AppError } from '../errors.ts'
+import type { Caller } from '../jobs/job-service.ts'
+import { createRecord } from '../jobs/job.ts'
 import { toAgentPrompt, type ChatMessage } from './transcript.ts'
 
 export interface ChatRequest {
@@ -14,7 +15,7 @@ export interface ChatRequest {
 
 export interface ChatHandlers {
   /** A piece of the main agent's answer, in order. */
-  onDelta?: (text: string) => void
+  onDelta?: (text: string, run: ChatRun) => void
 }
 
 export interface ChatUsage {
@@ -30,7 +31,8 @@ export interface ChatRun {
   created: number
   /** The model as the CLI resolved it once it started (the requested name until then). */
   readonly model: string
-  result: Promise<ChatOutcome>
+  /** The answer; its deltas go to `onDelta` from when this is first read. */
+  readonly result: Promise<ChatOutcome>
 }
 
 export interface ChatOutcome {
@@ -43,9 +45,7 @@ export interface ChatOutcome {
 }
 
 export interface ChatServiceOptions {
-  runner: Runner
-  /** An executor whose workspaces are empty folders: a chat call has no repository. */
-  executor: AgentExecutor
+  engine: Engine
   timeoutMs: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
@@ -60,9 +60,13 @@ export class ClientGoneError extends Error {
   override name = 'ClientGoneError'
 }
 
+/** What a follower of a chat run gets: the run's answer, in pieces and whole. */
+const FEED_BUFFER_BYTES = 64 * 1024 * 1024
+
 /**
- * OpenAI Chat Completions answered by `claude -p`. Every call is one run on the shared runner: it
- * waits for a slot like a job, counts in /health, and its process group dies with the request.
+ * OpenAI Chat Completions answered by `claude -p`. Every call is one run admitted like a job: it
+ * waits for a slot (on whichever replica has one), counts in /health, and its process group dies
+ * when the client goes away. Its answer comes back through the run's events.
  */
 export class ChatService {
   readonly #options: ChatServiceOptions
@@ -72,46 +76,78 @@ export class ChatService {
   }
 
   /**
-   * Checks the request and queues the run. Throws at once when the request is refused (bad
-   * messages, unknown model, full queue); otherwise the promise settles with the answer.
+   * Checks the request and admits the run. Rejects when the request is refused (bad messages,
+   * unknown model, full queue), before anything is answered; otherwise `result` settles with the
+   * answer.
    */
-  submit (request: ChatRequest, handlers: ChatHandlers, signal: AbortSignal): ChatRun {
+  async submit (request: ChatRequest, caller: Caller, handlers: ChatHandlers, signal: AbortSignal): Promise<ChatRun> {
+    const { engine, now } = this.#options
     this.checkModel(request.model)
     const { prompt, system } = toAgentPrompt(request.messages)
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`
-    const created = Math.floor(this.#options.now() / 1000)
-    const relay = new DeltaRelay(handlers.onDelta)
-    const texts: string[] = []
-    let model = request.model
-    const onEvent = (event: AgentEvent): void => {
-      if (event.type === 'init' && event.model !== null) model = event.model
-      if ('parent_tool_use_id' in event && event.parent_tool_use_id !== null) return
-      if (event.type === 'text') texts.push(event.text)
-      else if (request.stream) relay.push(event)
-    }
-    const run = this.#options.runner.schedule(id, runSignal => this.#options.executor.execute({
+    const created = Math.floor(now() / 1000)
+    const record = createRecord({
       id,
-      spec: {
-        prompt,
-        model: request.model,
-        permissionMode: this.#options.permissionMode,
-        includePartialMessages: request.stream,
-        ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
+      kind: 'chat',
+      tenant: caller.tenant,
+      createdAt: now(),
+      timeoutMs: this.#options.timeoutMs,
+      execute: {
+        id,
+        spec: {
+          prompt,
+          model: request.model,
+          permissionMode: this.#options.permissionMode,
+          includePartialMessages: request.stream,
+          ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
+        },
       },
-    }, { onEvent }, runSignal), { signal, timeoutMs: this.#options.timeoutMs, kind: 'chat' })
-    const finished = this.#options.onFinished
-    const result = run.then(
-      outcome => {
-        finished?.(outcome.status === 'cancelled' && signal.aborted ? 'client_gone' : outcome.status, outcome.result)
-        return answer(signal, outcome, { id, created, model, content: texts.join('\n\n') })
-      },
-      (error: unknown) => {
-        finished?.(signal.aborted ? 'client_gone' : 'cancelled', null)
-        if (error instanceof RunCancelledError && error.reason === 'client_disconnected') throw new ClientGoneError(error.message)
-        if (error instanceof RunCancelledError) throw new AppError('shutting_down', 'the service is shutting down; retry against another instance')
-        throw error
+      request: null,
+      idempotency: null,
+      callback: false,
+    })
+    await engine.queue.admit(record, { limits: caller.limits, keepMs: CHAT_TTL_MS })
+    const onAbort = (): void => { void engine.queue.cancel(id, 'client_disconnected').catch(() => {}) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    if (signal.aborted) onAbort()
+    let model = request.model
+    const start = (): Promise<ChatOutcome> => this.#follow(id, request.stream, text => handlers.onDelta?.(text, run), signal, found => { model = found })
+      .finally(() => { signal.removeEventListener('abort', onAbort) })
+      .then(async texts => {
+        const final = await engine.store.get(id)
+        const status = signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
+        this.#options.onFinished?.(status, final?.result ?? null)
+        if (final === undefined) throw new AppError('internal_error', `the record of chat run ${id} is gone`)
+        return answer(signal, final, { id, created, model, content: texts.join('\n\n') })
       })
-    return { id, created, get model () { return model }, result }
+    let result: Promise<ChatOutcome> | undefined
+    const run: ChatRun = {
+      id,
+      created,
+      get model () { return model },
+      // Following starts when the caller first asks for the result: it is then ready for the deltas.
+      get result () { return (result ??= start()) },
+    }
+    return run
+  }
+
+  /** Relays the main agent's text as it comes and returns its text blocks once the run ended. */
+  async #follow (id: string, stream: boolean, onDelta: (text: string) => void, signal: AbortSignal, onModel: (model: string) => void): Promise<string[]> {
+    const relay = new DeltaRelay(onDelta)
+    const texts: string[] = []
+    const feed = await this.#options.engine.events.follow(id, 0, FEED_BUFFER_BYTES)
+    for await (const event of feed) {
+      if (event.type !== 'init' && event.type !== 'text' && event.type !== 'text_delta' && event.type !== 'text_block_start') continue
+      const data = JSON.parse(event.json) as { model?: string | null, text?: string, parent_tool_use_id?: string | null }
+      if (event.type === 'init') {
+        if (typeof data.model === 'string') onModel(data.model)
+        continue
+      }
+      if (data.parent_tool_use_id != null) continue
+      if (event.type === 'text') texts.push(data.text ?? '')
+      else if (stream && !signal.aborted) relay.push(event.type === 'text_delta' ? { type: 'text_delta', text: data.text ?? '' } : { type: 'text_block_start' })
+    }
+    return texts
   }
 
   /** Listed models and anything that names a Claude model go to the CLI; others are refused. */
@@ -126,16 +162,15 @@ export class ChatService {
  * produces several text blocks; they are joined with a blank line, as in the non-streamed answer.
  */
 class DeltaRelay {
-  readonly #onDelta: ((text: string) => void) | undefined
+  readonly #onDelta: (text: string) => void
   #sent = false
   #separate = false
 
-  constructor (onDelta: ((text: string) => void) | undefined) {
+  constructor (onDelta: (text: string) => void) {
     this.#onDelta = onDelta
   }
 
-  push (event: AgentEvent): void {
-    if (this.#onDelta === undefined) return
+  push (event: { type: 'text_delta', text: string } | { type: 'text_block_start' }): void {
     if (event.type === 'text_block_start') {
       this.#separate = this.#sent
     } else if (event.type === 'text_delta' && event.text !== '') {
@@ -147,11 +182,11 @@ class DeltaRelay {
   }
 }
 
-function answer (signal: AbortSignal, outcome: ExecuteOutcome, partial: { id: string, created: number, model: string, content: string }): ChatOutcome {
-  const { result } = outcome
-  if (outcome.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
-  const cutShort = outcome.error?.code === 'max_turns' || outcome.error?.code === 'max_budget'
-  if (outcome.status !== 'completed' && !cutShort) throw failure(outcome)
+function answer (signal: AbortSignal, record: RunRecord, partial: { id: string, created: number, model: string, content: string }): ChatOutcome {
+  const { result } = record
+  if (record.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
+  const cutShort = record.error?.code === 'max_turns' || record.error?.code === 'max_budget'
+  if (record.status !== 'completed' && !cutShort) throw failure(record)
   const content = partial.content !== '' ? partial.content : (typeof result?.result === 'string' ? result.result : '')
   return { ...partial, content, finishReason: cutShort ? 'length' : 'stop', usage: usageOf(result) }
 }
@@ -169,8 +204,9 @@ export function usageOf (result: CliResult | null): ChatUsage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } }
 }
 
-function failure (outcome: ExecuteOutcome): AppError {
+function failure (outcome: RunRecord): AppError {
   const message = outcome.error?.message ?? 'the agent failed'
+  if (outcome.status === 'cancelled' && outcome.cancel?.reason === 'shutdown') return new AppError('shutting_down', 'the service is shutting down; retry against another instance')
   switch (outcome.error?.code) {
     case 'timeout':
       return new AppError('agent_timeout', `Claude Code did not answer in time: ${message}`)

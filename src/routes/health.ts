@@ -43,7 +43,7 @@ type HealthBody = Static<typeof HealthBody>
  * CLI and workspace descriptions (objects replaced on change, never changed in place), by identity.
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
-  const { runner, cli, workspaces } = ctx
+  const { engine, cli, workspaces } = ctx
   let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, json: string } | undefined
 
   app.get('/health', {
@@ -53,9 +53,10 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
       response: { 200: HealthBody, 503: HealthBody },
     },
   }, (_request, reply) => {
-    const closing = runner.closing
-    const active = runner.active
-    const queued = runner.queued
+    const counts = engine.queue.counts
+    const closing = counts.closing
+    const active = counts.active
+    const queued = counts.queued
     const uptime = Math.floor((ctx.now() - ctx.startedAt) / 1000)
     const info = cli.info
     const workspace = workspaces.describe()
@@ -65,11 +66,11 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
       answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace) {
       const body: HealthBody = {
         status: closing ? 'draining' : 'ok',
-        busy: active >= runner.capacity,
+        busy: active >= counts.capacity,
         active,
         queued,
-        capacity: runner.capacity,
-        max_queue_depth: runner.maxQueueDepth,
+        capacity: counts.capacity,
+        max_queue_depth: ctx.config.maxQueueDepth,
         version: ctx.version,
         uptime_seconds: uptime,
         claude: {

@@ -3,8 +3,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { AppContext } from '../app.ts'
 import { AppError } from '../errors.ts'
-import { jobNotFound } from '../jobs/job-service.ts'
-import type { Job, JobStatus } from '../jobs/job.ts'
+import type { RunRecord } from '../engine/types.ts'
+import type { JobStatus } from '../jobs/job.ts'
+import { isTerminal } from '../jobs/job.ts'
 import { SseStream } from '../http/sse.ts'
 import { ErrorBody, Nullable } from '../schemas/common.ts'
 import { ExecuteBody, JobStatusSchema, JobSummary, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobSummary, toJobView } from '../schemas/job.ts'
@@ -52,12 +53,7 @@ const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }
 
 export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const { jobs } = ctx
-  const view = (job: Job) => toJobView(job, jobs.position(job))
-  const find = (id: string): Job => {
-    const job = jobs.get(id)
-    if (job === undefined) throw jobNotFound(id)
-    return job
-  }
+  const view = async (record: RunRecord) => toJobView(record, await jobs.position(record))
 
   app.post('/execute', {
     schema: {
@@ -77,19 +73,10 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     checkWorkspaceFields(body, ctx)
     if (body.callback_url !== undefined) ctx.webhooks.check(body.callback_url)
     const idempotency = idempotencyOf(request.headers['idempotency-key'], body)
-    if (idempotency !== undefined) {
-      const existing = jobs.findByIdempotencyKey(idempotency.key)
-      if (existing !== undefined) {
-        if (existing.idempotency?.fingerprint !== idempotency.fingerprint) {
-          throw new AppError('idempotency_conflict', `Idempotency-Key ${JSON.stringify(idempotency.key)} was used for job ${existing.id} with a different body; use a new key for a new job`, { details: { job_id: existing.id } })
-        }
-        void reply.code(202).header('location', `/jobs/${existing.id}`).header('idempotent-replayed', 'true')
-        return view(existing)
-      }
-    }
-    const job = jobs.submit(body, { idempotency })
-    void reply.code(202).header('location', `/jobs/${job.id}`)
-    return view(job)
+    const { record, replayed } = await jobs.submit(body, request.caller, { idempotency })
+    void reply.code(202).header('location', `/jobs/${record.id}`)
+    if (replayed) void reply.header('idempotent-replayed', 'true')
+    return view(record)
   })
 
   app.get('/jobs', {
@@ -104,8 +91,8 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     },
   }, async request => {
     const { status, limit = 50, cursor } = request.query
-    const page = jobs.list({ status: status as JobStatus | undefined, limit, before: cursor === undefined ? undefined : Number(cursor) })
-    return { jobs: page.jobs.map(toJobSummary), next_cursor: page.next === undefined ? null : String(page.next) }
+    const page = await jobs.list({ status: status as JobStatus | undefined, limit, before: cursor === undefined ? undefined : Number(cursor) }, request.caller)
+    return { jobs: page.records.map(toJobSummary), next_cursor: page.next === undefined ? null : String(page.next) }
   })
 
   app.get('/jobs/:id/events', {
@@ -117,23 +104,26 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       response: { 404: ErrorBody },
     },
   }, async (request, reply) => {
-    const job = find(request.params.id)
+    const record = await jobs.find(request.params.id, request.caller)
     const header = request.headers['last-event-id']
     const after = header !== undefined ? Number(header) : (request.query.after ?? 0)
-    const subscription = job.events.subscribe(after, SUBSCRIBER_BUFFER_BYTES)
+    const feed = await ctx.engine.events.follow(record.id, after, SUBSCRIBER_BUFFER_BYTES)
     const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
-    // A follower too slow to keep up is cut off (it resumes from its last id), never waited for.
-    subscription.onEnd = () => { if (subscription.overflowed) reply.raw.destroy() }
-    reply.raw.once('close', () => { void subscription.return() })
+    // A follower too slow to keep up is cut off at once (it resumes from its last id), never waited for.
+    feed.onEnd = () => { if (feed.overflowed) reply.raw.destroy() }
+    reply.raw.once('close', () => { feed.close() })
     reply.hijack()
     sse.start()
     sse.watch()
-    if (subscription.missed) sse.send(JSON.stringify({ first_id: job.events.firstId }), { event: 'gap' })
-    for await (const event of subscription) {
+    if (feed.missed) sse.send(JSON.stringify({ first_id: feed.firstId }), { event: 'gap' })
+    for await (const event of feed) {
       if (!sse.send(event.json, { event: event.type, id: event.id })) await sse.drained()
       if (sse.closed) break
     }
-    if (!subscription.overflowed && !sse.closed) sse.send(JSON.stringify(view(job)), { event: 'end' })
+    if (!feed.overflowed && !sse.closed) {
+      const final = await jobs.get(record.id, request.caller)
+      if (final !== undefined && isTerminal(final.status)) sse.send(JSON.stringify(await view(final)), { event: 'end' })
+    }
     sse.end()
     return reply
   })
@@ -148,16 +138,16 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       response: { 200: JobView, 404: ErrorBody },
     },
   }, async (request) => {
-    const job = find(request.params.id)
+    let record = await jobs.find(request.params.id, request.caller)
     const wait = request.query.wait
-    if (wait !== undefined && !job.terminal) {
+    if (wait !== undefined && !isTerminal(record.status)) {
       const closed = new AbortController()
       const onClose = (): void => closed.abort()
       request.raw.once('close', onClose)
-      await jobs.wait(job, wait * 1000, closed.signal)
+      record = await jobs.wait(record, wait * 1000, closed.signal)
       request.raw.off('close', onClose)
     }
-    return view(job)
+    return view(record)
   })
 
   app.delete('/jobs/:id', {
@@ -167,9 +157,9 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       response: { 200: JobView, 202: JobView, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request, reply) => {
-    const job = jobs.cancel(request.params.id)
-    void reply.code(job.terminal ? 200 : 202)
-    return view(job)
+    const record = await jobs.cancel(request.params.id, request.caller)
+    void reply.code(isTerminal(record.status) ? 200 : 202)
+    return view(record)
   })
 
   app.get('/jobs/:id/output', {
@@ -179,11 +169,11 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       response: { 200: Type.String(), 404: ErrorBody },
     },
   }, async (request, reply) => {
-    const job = find(request.params.id)
-    const lines = job.output?.lines ?? []
+    const record = await jobs.find(request.params.id, request.caller)
+    const lines = await jobs.output(record)
     void reply
       .header('content-type', 'application/x-ndjson; charset=utf-8')
-      .header('x-output-truncated', String(job.output?.truncated ?? false))
+      .header('x-output-truncated', String(record.output?.truncated ?? false))
     return lines.length === 0 ? '' : lines.join('\n') + '\n'
   })
 }

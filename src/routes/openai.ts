@@ -4,7 +4,7 @@ import type { AppContext } from '../app.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import { toHttpError } from '../http/errors.ts'
 import { SseStream } from '../http/sse.ts'
-import { ClientGoneError, type ChatOutcome } from '../openai/chat-service.ts'
+import { ClientGoneError, type ChatOutcome, type ChatRun } from '../openai/chat-service.ts'
 import { ChatCompletion, ChatCompletionBody, ModelList, ModelObject, OpenAIErrorBody } from '../schemas/openai.ts'
 
 /** Errors in OpenAI's shape, so OpenAI clients raise the right error class. */
@@ -77,7 +77,7 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     const chatRequest = { model: body.model, messages: body.messages, stream: body.stream === true }
 
     if (body.stream !== true) {
-      const run = ctx.chat.submit(chatRequest, {}, client.signal)
+      const run = await ctx.chat.submit(chatRequest, request.caller, {}, client.signal)
       try {
         return toCompletion(await run.result)
       } catch (error) {
@@ -89,7 +89,7 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     const includeUsage = body.stream_options?.include_usage === true
     const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
     let roleSent = false
-    const chunk = (delta: Record<string, string>, finishReason: string | null): string => JSON.stringify({
+    const chunk = (run: ChatRun, delta: Record<string, string>, finishReason: string | null): string => JSON.stringify({
       id: run.id,
       object: 'chat.completion.chunk',
       created: run.created,
@@ -98,24 +98,24 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
       ...(includeUsage ? { usage: null } : {}),
     })
-    const sendRole = (): void => {
+    const sendRole = (run: ChatRun): void => {
       if (roleSent) return
       roleSent = true
-      sse.send(chunk({ role: 'assistant', content: '' }, null))
+      sse.send(chunk(run, { role: 'assistant', content: '' }, null))
     }
     // Refusals (bad messages, unknown model, full queue) throw here, before anything is streamed.
-    const run = ctx.chat.submit(chatRequest, {
-      onDelta: text => {
-        sendRole()
-        sse.send(chunk({ content: text }, null))
+    const run = await ctx.chat.submit(chatRequest, request.caller, {
+      onDelta: (text, run) => {
+        sendRole(run)
+        sse.send(chunk(run, { content: text }, null))
       },
     }, client.signal)
     reply.hijack()
     sse.watch()
     try {
       const outcome = await run.result
-      sendRole()
-      sse.send(chunk({}, outcome.finishReason))
+      sendRole(run)
+      sse.send(chunk(run, {}, outcome.finishReason))
       if (includeUsage) {
         sse.send(JSON.stringify({ id: run.id, object: 'chat.completion.chunk', created: run.created, model: run.model, system_fingerprint: null, choices: [], usage: outcome.usage }))
       }

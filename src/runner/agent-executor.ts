@@ -3,7 +3,7 @@ import { runAgent, type AgentOutcome, type RunError } from '../agent/agent-run.t
 import type { AgentSpec } from '../agent/cli-args.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
-import type { ExecutionPhase } from '../jobs/job.ts'
+import type { ExecutionPhase } from '../engine/types.ts'
 import { WorkspaceError, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
 
 export interface ExecuteRequest {
@@ -18,6 +18,8 @@ export interface ExecuteHooks {
   onPhase?: (phase: ExecutionPhase) => void
   onEvent?: (event: AgentEvent) => void
   onSpawn?: (pid: number) => void
+  /** Awaited just before the agent is started; a rejection means it must not be (see RunHandle.claimSpawn). */
+  beforeSpawn?: () => Promise<void>
 }
 
 export interface ExecuteOutcome extends AgentOutcome {
@@ -78,6 +80,7 @@ export class AgentExecutor {
     let agentPid: number | undefined
     try {
       if (signal.aborted) return stopped(signal)
+      await hooks.beforeSpawn?.()
       hooks.onPhase?.('running')
       const outcome = await runAgent(request.spec, {
         bin: this.#options.bin,

@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox'
-import type { Job } from '../jobs/job.ts'
+import type { RunRecord } from '../engine/types.ts'
 import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable, StringEnum } from './common.ts'
 
 export const MAX_PROMPT_BYTES = 1024 * 1024
@@ -58,6 +58,7 @@ const Changes = Type.Object({
 
 export const JobView = Type.Object({
   job_id: Type.String(),
+  tenant: Type.String({ description: 'The tenant that submitted it (`default` for AUTH_TOKENS).' }),
   status: JobStatusSchema,
   phase: StringEnum(['queued', 'preparing', 'running', 'collecting', 'finished']),
   queue_position: Nullable(Type.Integer({ description: '1-based place in the queue while queued.' })),
@@ -85,7 +86,8 @@ export const JobView = Type.Object({
     callback_url: Nullable(Type.String()),
   }),
   agent: Nullable(Type.Object({
-    pid: Nullable(Type.Integer()),
+    instance: Nullable(Type.String({ description: 'INSTANCE_ID of the replica that ran it.' })),
+    pid: Nullable(Type.Integer({ description: 'On that replica.' })),
     session_id: Nullable(Type.String()),
     model: Nullable(Type.String()),
     claude_code_version: Nullable(Type.String()),
@@ -117,6 +119,7 @@ export type JobView = Static<typeof JobView>
 /** A lighter view for listings: no prompt, output or diff. */
 export const JobSummary = Type.Object({
   job_id: Type.String(),
+  tenant: Type.String(),
   status: JobStatusSchema,
   phase: Type.String(),
   created_at: Type.String({ description: 'ISO 8601 time' }),
@@ -131,22 +134,24 @@ export const JobSummary = Type.Object({
 })
 export type JobSummary = Static<typeof JobSummary>
 
-const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
-export function toJobView (job: Job, queuePosition: number | undefined): JobView {
-  const { request, result } = job
+export function toJobView (record: RunRecord, queuePosition: number | undefined): JobView {
+  const { result } = record
+  const request = record.request ?? { prompt: record.execute.spec.prompt }
   return {
-    job_id: job.id,
-    status: job.status,
-    phase: job.phase,
+    job_id: record.id,
+    tenant: record.tenant,
+    status: record.status,
+    phase: record.phase,
     queue_position: queuePosition ?? null,
-    created_at: new Date(job.createdAt).toISOString(),
-    started_at: iso(job.startedAt),
-    finished_at: iso(job.finishedAt),
-    queue_wait_ms: job.startedAt === undefined ? null : job.startedAt - job.createdAt,
-    run_ms: job.startedAt === undefined || job.finishedAt === undefined ? null : job.finishedAt - job.startedAt,
-    phase_ms: { ...job.phaseMs },
-    timeout_seconds: job.limits.timeoutMs / 1000,
+    created_at: new Date(record.createdAt).toISOString(),
+    started_at: iso(record.startedAt),
+    finished_at: iso(record.finishedAt),
+    queue_wait_ms: record.startedAt === null ? null : record.startedAt - record.createdAt,
+    run_ms: record.startedAt === null || record.finishedAt === null ? null : record.finishedAt - record.startedAt,
+    phase_ms: { ...record.phaseMs },
+    timeout_seconds: record.timeoutMs / 1000,
     request: {
       prompt: request.prompt,
       agent: request.agent ?? null,
@@ -159,13 +164,14 @@ export function toJobView (job: Job, queuePosition: number | undefined): JobView
       metadata: request.metadata ?? null,
       callback_url: request.callback_url ?? null,
     },
-    agent: job.pid === undefined && job.agent === undefined
+    agent: record.pid === null && record.agent === null
       ? null
       : {
-          pid: job.pid ?? null,
-          session_id: job.agent?.session_id ?? null,
-          model: job.agent?.model ?? null,
-          claude_code_version: job.agent?.claude_code_version ?? null,
+          instance: record.instance,
+          pid: record.pid,
+          session_id: record.agent?.session_id ?? null,
+          model: record.agent?.model ?? null,
+          claude_code_version: record.agent?.claude_code_version ?? null,
         },
     result: result === null
       ? null
@@ -185,41 +191,43 @@ export function toJobView (job: Job, queuePosition: number | undefined): JobView
           errors: Array.isArray(result.errors) ? result.errors : [],
           permission_denials: Array.isArray(result.permission_denials) ? result.permission_denials : [],
         },
-    exit: job.exit,
-    error: job.error,
-    output: job.output === null
+    exit: record.exit,
+    error: record.error,
+    output: record.output === null
       ? null
       : {
-          bytes: job.output.bytes,
-          kept_bytes: job.output.keptBytes,
-          lines: job.output.lines.length,
-          truncated: job.output.truncated,
-          stderr_tail: job.output.stderrTail,
+          bytes: record.output.bytes,
+          kept_bytes: record.output.keptBytes,
+          lines: record.output.lines,
+          truncated: record.output.truncated,
+          stderr_tail: record.output.stderrTail,
         },
-    changes: job.changes,
-    cancel: job.cancel === undefined ? null : { requested_at: new Date(job.cancel.requestedAt).toISOString(), reason: job.cancel.reason },
-    callback: job.callback === undefined
+    changes: record.changes,
+    cancel: record.cancel === null ? null : { requested_at: new Date(record.cancel.requestedAt).toISOString(), reason: record.cancel.reason },
+    callback: record.callback === null
       ? null
       : {
-          delivered: job.callback.delivered,
-          attempts: job.callback.attempts.map(attempt => ({ ...attempt, at: new Date(attempt.at).toISOString() })),
+          delivered: record.callback.delivered,
+          attempts: record.callback.attempts.map(attempt => ({ ...attempt, at: new Date(attempt.at).toISOString() })),
         },
   }
 }
 
-export function toJobSummary (job: Job): JobSummary {
+export function toJobSummary (record: RunRecord): JobSummary {
+  const request = record.request
   return {
-    job_id: job.id,
-    status: job.status,
-    phase: job.phase,
-    created_at: new Date(job.createdAt).toISOString(),
-    started_at: iso(job.startedAt),
-    finished_at: iso(job.finishedAt),
-    agent: job.request.agent ?? null,
-    model: job.request.model ?? null,
-    ref: job.request.ref ?? null,
-    metadata: job.request.metadata ?? null,
-    error: job.error,
-    total_cost_usd: job.result?.total_cost_usd ?? null,
+    job_id: record.id,
+    tenant: record.tenant,
+    status: record.status,
+    phase: record.phase,
+    created_at: new Date(record.createdAt).toISOString(),
+    started_at: iso(record.startedAt),
+    finished_at: iso(record.finishedAt),
+    agent: request?.agent ?? null,
+    model: request?.model ?? null,
+    ref: request?.ref ?? null,
+    metadata: request?.metadata ?? null,
+    error: record.error,
+    total_cost_usd: record.result?.total_cost_usd ?? null,
   }
 }

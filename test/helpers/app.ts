@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import { onTestFinished } from 'vitest'
 import { buildApp, type AppDeps } from '../../src/app.ts'
 import { defaultConfig, type Config } from '../../src/config.ts'
+import type { RunRecord } from '../../src/engine/types.ts'
 import type { JobView } from '../../src/schemas/job.ts'
 
 export const TOKEN = 'test-token-0123456789abcdef'
@@ -53,12 +54,23 @@ export async function getJob (app: FastifyInstance, id: string): Promise<JobView
   return response.json<JobView>()
 }
 
+/** The record the engine holds for a run (tests look at what the API does not show). */
+export async function record (app: FastifyInstance, id: string): Promise<RunRecord> {
+  const found = await app.ctx.engine.store.get(id)
+  if (found === undefined) throw new Error(`no run ${id}`)
+  return found
+}
+
 /** Waits for the job to be terminal (an event, not a poll) and returns its JSON. */
 export async function finished (app: FastifyInstance, id: string): Promise<JobView> {
-  const job = app.ctx.jobs.get(id)
-  if (job === undefined) throw new Error(`no job ${id}`)
-  await job.done
+  await record(app, id)
+  await app.ctx.engine.events.waitTerminal(id, 10 * 60_000)
   return getJob(app, id)
+}
+
+/** The types of the events a run logged so far. */
+export async function eventTypes (app: FastifyInstance, id: string): Promise<string[]> {
+  return (await app.ctx.engine.events.since(id, 0)).map(event => event.type)
 }
 
 export async function run (app: FastifyInstance, body: Record<string, unknown>): Promise<JobView> {
