@@ -107,7 +107,9 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     if (record.kind !== 'job') return
     metrics.jobFinished(record)
     logger.info({ jobId: record.id, status: record.status, error: record.error?.code, runMs: record.startedAt === null ? undefined : (record.finishedAt ?? 0) - record.startedAt }, 'job finished')
-    if (record.request?.callback_url !== undefined) webhooks.deliver(record)
+    if (record.request?.callback_url === undefined) return
+    if (engine.callbacks !== undefined) webhooks.kick()
+    else webhooks.deliver(record)
   }
   const engine = await createEngine(config, {
     now,
@@ -132,6 +134,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     now,
     logger,
   })
+  if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
   engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
 
   let draining: Promise<void> | undefined

@@ -132,7 +132,9 @@ export interface EventFeed extends AsyncIterable<LoggedEvent> {
 export interface JobEvents {
   /**
    * Follows a run's events after `afterId`: what is held, then live ones, ending after the
-   * terminal status event. `maxBufferedBytes` bounds what waits for a slow reader.
+   * terminal status event. A reader too slow to keep up is cut off (`overflowed`) and may resume
+   * from its last id: in memory when `maxBufferedBytes` wait for it; with Redis, which holds the
+   * events itself, when what it has not read yet was trimmed from the run's bounded log.
    */
   follow (id: string, afterId: number, maxBufferedBytes: number): Promise<EventFeed>
   /** What is held after `afterId`, without following. */
@@ -246,6 +248,14 @@ export interface EngineHealth {
   lastError: string | null
 }
 
+/** The cluster's callbacks to deliver (the Redis engine's outbox; see redis-scripts.ts). */
+export interface CallbackOutbox {
+  /** The next callback due, leased to this replica for `leaseMs`; undefined when none is due. */
+  claim (leaseMs: number): Promise<string | undefined>
+  /** Records an attempt (null: none was made); `done` true/false ends the delivery, null retries at `nextDueAt`. */
+  record (id: string, attempt: CallbackRecord['attempts'][number] | null, done: boolean | null, nextDueAt: number): Promise<void>
+}
+
 export interface Engine {
   readonly kind: 'memory' | 'redis'
   readonly instance: string
@@ -253,6 +263,8 @@ export interface Engine {
   readonly queue: WorkQueue
   readonly events: JobEvents
   readonly usage: UsageLedger
+  /** Redis: callbacks are delivered from the cluster's outbox by any replica. Memory: by the process that ended the job. */
+  readonly callbacks?: CallbackOutbox
   /** The same object until something it reports changes (so /health can cache its answer). */
   health (): EngineHealth
   /** Resolves once the engine can serve (Redis: connected and scripts loaded). */

@@ -18,6 +18,15 @@ export interface EventLogOptions {
 }
 
 const PREVIEW_CHARS = 4096
+export const MAX_EVENT_BYTES = 64 * 1024
+
+/** An event's data as JSON, once; past `maxEventBytes` only a preview is kept. */
+export function serialiseEvent (data: unknown, maxEventBytes = MAX_EVENT_BYTES): string {
+  const json = JSON.stringify(data) ?? 'null'
+  if (json.length <= maxEventBytes) return json
+  const kind = typeof data === 'object' && data !== null && 'type' in data ? (data as { type: unknown }).type : undefined
+  return JSON.stringify({ type: kind, truncated: true, bytes: json.length, preview: json.slice(0, PREVIEW_CHARS) })
+}
 
 export class EventLog {
   readonly #maxEvents: number
@@ -34,7 +43,7 @@ export class EventLog {
   constructor (options: EventLogOptions) {
     this.#maxEvents = options.maxEvents
     this.#maxBytes = options.maxBytes
-    this.#maxEventBytes = options.maxEventBytes ?? 64 * 1024
+    this.#maxEventBytes = options.maxEventBytes ?? MAX_EVENT_BYTES
     this.#now = options.now ?? Date.now
   }
 
@@ -57,11 +66,7 @@ export class EventLog {
 
   append (type: string, data: unknown): LoggedEvent | undefined {
     if (this.#closed) return undefined
-    let json = JSON.stringify(data) ?? 'null'
-    if (json.length > this.#maxEventBytes) {
-      const kind = typeof data === 'object' && data !== null && 'type' in data ? (data as { type: unknown }).type : undefined
-      json = JSON.stringify({ type: kind, truncated: true, bytes: json.length, preview: json.slice(0, PREVIEW_CHARS) })
-    }
+    const json = serialiseEvent(data, this.#maxEventBytes)
     const event: LoggedEvent = { id: this.#nextId++, type, at: this.#now(), json }
     this.#events.push(event)
     this.#bytes += json.length

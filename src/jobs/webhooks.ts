@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import { request } from 'undici'
 import { AppError } from '../errors.ts'
-import type { RunRecord } from '../engine/types.ts'
+import type { CallbackOutbox, CallbackRecord, RunRecord } from '../engine/types.ts'
 
 export interface WebhookOptions {
   secret: string | undefined
@@ -20,6 +20,12 @@ export interface WebhookOptions {
 }
 
 const MAX_BACKOFF_MS = 5 * 60_000
+const OUTBOX_POLL_MS = 500
+
+const backoffMs = (base: number, attempt: number): number => Math.min(base * 2 ** (attempt - 1), MAX_BACKOFF_MS)
+const delivered = (attempt: { status: number | null }): boolean => attempt.status !== null && attempt.status >= 200 && attempt.status < 300
+
+
 export const SIGNATURE_HEADER = 'x-claude-runner-signature'
 
 /** Signs `${timestamp}.${body}` with HMAC-SHA256: the timestamp is signed too, so replays can be refused. */
@@ -39,6 +45,8 @@ export class WebhookSender {
   readonly #hurry = new AbortController()
   /** Aborted when the close grace is over: attempts in flight are dropped. */
   readonly #stop = new AbortController()
+  #kick: (() => void) | undefined
+  #stopServing: (() => Promise<void>) | undefined
 
   constructor (options: WebhookOptions) {
     this.#options = options
@@ -76,6 +84,7 @@ export class WebhookSender {
   /** Lets pending deliveries finish without further backoff waits, for at most `graceMs`. */
   async close (graceMs: number): Promise<void> {
     this.#hurry.abort()
+    await this.#stopServing?.()
     let timer: NodeJS.Timeout | undefined
     await Promise.race([
       Promise.all(this.#pending),
@@ -91,51 +100,100 @@ export class WebhookSender {
     const record = job.callback
     if (url === undefined || record === null || this.#options.secret === undefined) return
     const body = JSON.stringify(this.#options.render(job))
-    const delivery = record.delivery_id
     for (let attempt = 1; attempt <= this.#options.maxAttempts; attempt++) {
-      const at = this.#options.now()
-      const started = performance.now()
-      const timestamp = Math.floor(at / 1000)
-      let status: number | null = null
-      let error: string | null = null
-      try {
-        const response = await request(url, {
-          method: 'POST',
-          body,
-          headers: {
-            'content-type': 'application/json',
-            'user-agent': this.#options.userAgent,
-            'x-claude-runner-event': 'job.finished',
-            'x-claude-runner-delivery': delivery,
-            'x-claude-runner-attempt': String(attempt),
-            [SIGNATURE_HEADER]: sign(this.#options.secret, timestamp, body),
-          },
-          signal: AbortSignal.any([AbortSignal.timeout(this.#options.timeoutMs), this.#stop.signal]),
-          headersTimeout: this.#options.timeoutMs,
-          bodyTimeout: this.#options.timeoutMs,
-        })
-        status = response.statusCode
-        await response.body.dump({ limit: 64 * 1024 })
-      } catch (cause) {
-        error = (cause as Error).message
-      }
-      record.attempts.push({ at, status, error, duration_ms: Math.round(performance.now() - started) })
-      if (status !== null && status >= 200 && status < 300) {
+      const result = await this.#attempt(job, url, body, attempt)
+      record.attempts.push(result)
+      if (delivered(result)) {
         record.delivered = true
-        this.#options.logger.info({ jobId: job.id, attempt, status }, 'webhook delivered')
         return
       }
-      this.#options.logger.warn({ jobId: job.id, attempt, status, error }, 'webhook attempt failed')
       if (attempt < this.#options.maxAttempts && !this.#stop.signal.aborted) await this.#backoff(attempt)
       if (this.#stop.signal.aborted) break
     }
     record.delivered = false
   }
 
+  /**
+   * With the Redis engine: delivers what the cluster's outbox holds, whichever replica ended the
+   * job. Each callback is leased to one replica at a time; a replica that dies mid-attempt lets the
+   * lease run out and another one retries it, so every callback arrives at least once, normally
+   * once, with the same delivery id header every time.
+   */
+  serve (outbox: CallbackOutbox, load: (id: string) => Promise<RunRecord | undefined>): void {
+    const leaseMs = this.#options.timeoutMs + 10_000
+    const poll = async (): Promise<void> => {
+      while (!this.#stop.signal.aborted && !this.#hurry.signal.aborted) {
+        const id = await outbox.claim(leaseMs)
+        if (id === undefined) return
+        const job = await load(id)
+        const url = job?.request?.callback_url
+        if (job === undefined || job.callback === null || url === undefined || this.#options.secret === undefined) {
+          await outbox.record(id, null, false, 0)
+          continue
+        }
+        const attempt = job.callback.attempts.length + 1
+        const result = await this.#attempt(job, url, JSON.stringify(this.#options.render(job)), attempt)
+        const done = delivered(result) ? true : attempt >= this.#options.maxAttempts ? false : null
+        await outbox.record(id, result, done, this.#options.now() + backoffMs(this.#options.backoffMs, attempt))
+      }
+    }
+    let polling: Promise<void> | undefined
+    this.#kick = () => {
+      polling ??= poll().catch(error => {
+        this.#options.logger.warn({ err: error }, 'webhook outbox unreachable; retrying')
+      }).finally(() => { polling = undefined })
+    }
+    const timer = setInterval(this.#kick, OUTBOX_POLL_MS)
+    timer.unref()
+    this.#stopServing = async () => {
+      clearInterval(timer)
+      await polling
+    }
+  }
+
+  /** Something was added to the outbox: look now rather than at the next poll. */
+  kick (): void {
+    this.#kick?.()
+  }
+
+  /** One POST of the job JSON, signed; never throws. */
+  async #attempt (job: RunRecord, url: string, body: string, attempt: number): Promise<CallbackRecord['attempts'][number]> {
+    const at = this.#options.now()
+    const started = performance.now()
+    const timestamp = Math.floor(at / 1000)
+    let status: number | null = null
+    let error: string | null = null
+    try {
+      const response = await request(url, {
+        method: 'POST',
+        body,
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': this.#options.userAgent,
+          'x-claude-runner-event': 'job.finished',
+          'x-claude-runner-delivery': job.callback!.delivery_id,
+          'x-claude-runner-attempt': String(attempt),
+          [SIGNATURE_HEADER]: sign(this.#options.secret!, timestamp, body),
+        },
+        signal: AbortSignal.any([AbortSignal.timeout(this.#options.timeoutMs), this.#stop.signal]),
+        headersTimeout: this.#options.timeoutMs,
+        bodyTimeout: this.#options.timeoutMs,
+      })
+      status = response.statusCode
+      await response.body.dump({ limit: 64 * 1024 })
+    } catch (cause) {
+      error = (cause as Error).message
+    }
+    const result = { at, status, error, duration_ms: Math.round(performance.now() - started) }
+    if (delivered(result)) this.#options.logger.info({ jobId: job.id, attempt, status }, 'webhook delivered')
+    else this.#options.logger.warn({ jobId: job.id, attempt, status, error }, 'webhook attempt failed')
+    return result
+  }
+
   async #backoff (attempt: number): Promise<void> {
     const hurry = this.#hurry.signal
     if (hurry.aborted) return
-    const ms = Math.min(this.#options.backoffMs * 2 ** (attempt - 1), MAX_BACKOFF_MS)
+    const ms = backoffMs(this.#options.backoffMs, attempt)
     await new Promise<void>(resolve => {
       const wake = (): void => {
         clearTimeout(timer)

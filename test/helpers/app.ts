@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import { onTestFinished } from 'vitest'
+import { randomBytes } from 'node:crypto'
+import { describe, inject, onTestFinished } from 'vitest'
 import { buildApp, type AppDeps } from '../../src/app.ts'
 import { defaultConfig, type Config } from '../../src/config.ts'
 import type { RunRecord } from '../../src/engine/types.ts'
@@ -17,6 +18,24 @@ export async function tempDir (prefix = 'cr-test-'): Promise<string> {
   const dir = await realpath(await mkdtemp(join(tmpdir(), prefix)))
   onTestFinished(() => rm(dir, { recursive: true, force: true }))
   return dir
+}
+
+export type EngineKind = 'memory' | 'redis'
+/** The engines every behaviour suite runs against. */
+export const ENGINES: readonly EngineKind[] = ['memory', 'redis']
+
+/** The settings of an engine for one test: Redis gets a key prefix of its own. */
+export function engineConfig (engine: EngineKind): Partial<Config> {
+  if (engine === 'memory') return {}
+  return { redisUrl: inject('redisUrl'), redisPrefix: `t-${randomBytes(6).toString('hex')}` }
+}
+
+/** `describe` once per engine; the Redis run is skipped (loudly, by the global setup) without redis-server. */
+export function describeEngines (name: string, body: (engine: EngineKind) => void): void {
+  for (const engine of ENGINES) {
+    const run = engine === 'redis' && inject('redisUrl') === '' ? describe.skip : describe
+    run(`${name} (${engine} engine)`, () => body(engine))
+  }
 }
 
 export interface TestApp {
@@ -40,6 +59,11 @@ export async function makeApp (overrides: Partial<Config> = {}, deps: AppDeps = 
   const app = await buildApp(config, { logger: false, ...deps })
   onTestFinished(() => app.close())
   return { app, config, root }
+}
+
+/** `makeApp` on the given engine. */
+export function appMaker (engine: EngineKind): typeof makeApp {
+  return (overrides = {}, deps = {}) => makeApp({ ...engineConfig(engine), ...overrides }, deps)
 }
 
 export async function submit (app: FastifyInstance, body: Record<string, unknown>): Promise<JobView> {
