@@ -373,7 +373,6 @@ export class RedisWorkQueue implements WorkQueue {
         const record = JSON.parse(reply[1]!) as RunRecord
         logger.error({ runId: id }, `replicas died ${MAX_CLAIMS} times while preparing this run; failing it`)
         await this.#endElsewhere(record, record.status === 'queued' ? '' : (record.instance ?? ''), { status: 'failed', error: { code: 'worker_lost', message: `the replicas that took this job stopped answering ${MAX_CLAIMS} times before its agent started; it is not tried again` } }, writerScripts)
-        return
       }
       default:
         // Ended meanwhile (cancelled, or finished by a replica that had been cut off): nothing to do.

@@ -25,7 +25,6 @@ const OUTBOX_POLL_MS = 500
 const backoffMs = (base: number, attempt: number): number => Math.min(base * 2 ** (attempt - 1), MAX_BACKOFF_MS)
 const delivered = (attempt: { status: number | null }): boolean => attempt.status !== null && attempt.status >= 200 && attempt.status < 300
 
-
 export const SIGNATURE_HEADER = 'x-claude-runner-signature'
 
 /** Signs `${timestamp}.${body}` with HMAC-SHA256: the timestamp is signed too, so replays can be refused. */
