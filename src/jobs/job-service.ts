@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { AgentControls } from '../agent/agent-controls.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
 import type { Runner } from '../runner/runner.ts'
@@ -11,6 +12,8 @@ export interface JobServiceOptions {
   store: JobStore
   runner: Runner
   executor: AgentExecutor
+  /** Turns a request's agent controls (tool rules, schema, MCP profiles...) into the run's spec. */
+  controls: AgentControls
   /** Execution timeout when the request names none. */
   defaultTimeoutMs: number
   /** Bounds each job's event history, like its raw output. */
@@ -141,6 +144,7 @@ export class JobService {
           maxTurns: request.max_turns,
           maxBudgetUsd: request.max_budget_usd,
           permissionMode: this.#options.permissionMode,
+          ...this.#options.controls.toSpec(request),
         },
       }, {
         onPhase: phase => job.enterPhase(phase, now()),

@@ -1,3 +1,4 @@
+import type { AgentControlFields } from '../agent/agent-controls.ts'
 import type { AgentOutcome, AgentOutput, RunError } from '../agent/agent-run.ts'
 import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
 import type { CancelReason } from '../errors.ts'
@@ -20,8 +21,8 @@ export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', '
 export type ExecutionPhase = 'preparing' | 'running' | 'collecting'
 export type JobPhase = 'queued' | ExecutionPhase | 'finished'
 
-/** The fields of `POST /execute`, as validated. */
-export interface JobRequest {
+/** The fields of `POST /execute`, as validated: plain JSON. */
+export interface JobRequest extends AgentControlFields {
   prompt: string
   agent?: string | undefined
   model?: string | undefined
@@ -124,6 +125,7 @@ export class Job {
           usage: result.usage ?? null,
           session_id: result.session_id ?? null,
           duration_ms: result.duration_ms ?? null,
+          structured_output: result.structured_output ?? null,
         })
         return
       }
@@ -153,6 +155,8 @@ export class Job {
   /** Approximate bytes this job holds, for the store's memory budget. */
   retainedBytes (): number {
     return Buffer.byteLength(this.request.prompt) +
+      (this.request.json_schema ? Buffer.byteLength(JSON.stringify(this.request.json_schema)) : 0) +
+      (this.request.append_system_prompt ? Buffer.byteLength(this.request.append_system_prompt) : 0) +
       (this.output?.keptBytes ?? 0) +
       (this.changes ? Buffer.byteLength(this.changes.diff) : 0) +
       this.events.bytes +

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { AgentControls, EffortLevel } from '../agent/agent-controls.ts'
 import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
@@ -10,6 +11,12 @@ export interface ChatRequest {
   messages: readonly ChatMessage[]
   /** Relay text as it is produced (runs the CLI with --include-partial-messages). */
   stream: boolean
+  /**
+   * The answer must be an object matching this schema (`response_format`): its JSON text is the
+   * content, sent as one delta at the end when streaming (prose before it is not relayed).
+   */
+  jsonSchema?: Record<string, unknown> | undefined
+  effort?: EffortLevel | undefined
 }
 
 export interface ChatHandlers {
@@ -46,6 +53,8 @@ export interface ChatServiceOptions {
   runner: Runner
   /** An executor whose workspaces are empty folders: a chat call has no repository. */
   executor: AgentExecutor
+  /** Checks a `response_format` schema the way the CLI will. */
+  controls: AgentControls
   timeoutMs: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
@@ -75,6 +84,16 @@ export class ChatService {
    * Checks the request and queues the run. Throws at once when the request is refused (bad
    * messages, unknown model, full queue); otherwise the promise settles with the answer.
    */
+  /** The checks that take time (a response_format schema is compiled off the event loop). */
+  async check (request: ChatRequest): Promise<void> {
+    this.checkModel(request.model)
+    if (request.jsonSchema === undefined) return
+    const problem = await this.#options.controls.jsonSchemaProblem(request.jsonSchema)
+    if (problem !== undefined) {
+      throw new AppError('validation_error', `response_format.json_schema.schema ${problem}`, { details: { field: 'response_format.json_schema.schema' } })
+    }
+  }
+
   submit (request: ChatRequest, handlers: ChatHandlers, signal: AbortSignal): ChatRun {
     this.checkModel(request.model)
     const { prompt, system } = toAgentPrompt(request.messages)
@@ -83,11 +102,14 @@ export class ChatService {
     const relay = new DeltaRelay(handlers.onDelta)
     const texts: string[] = []
     let model = request.model
+    const structured = request.jsonSchema !== undefined
+    // Structured answers are not relayed as they come: the content must be the object's JSON.
+    const relaying = request.stream && !structured
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'init' && event.model !== null) model = event.model
       if ('parent_tool_use_id' in event && event.parent_tool_use_id !== null) return
       if (event.type === 'text') texts.push(event.text)
-      else if (request.stream) relay.push(event)
+      else if (relaying) relay.push(event)
     }
     const run = this.#options.runner.schedule(id, runSignal => this.#options.executor.execute({
       id,
@@ -95,7 +117,9 @@ export class ChatService {
         prompt,
         model: request.model,
         permissionMode: this.#options.permissionMode,
-        includePartialMessages: request.stream,
+        includePartialMessages: relaying,
+        jsonSchema: request.jsonSchema,
+        effort: request.effort,
         ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
       },
     }, { onEvent }, runSignal), { signal, timeoutMs: this.#options.timeoutMs, kind: 'chat' })
@@ -103,7 +127,9 @@ export class ChatService {
     const result = run.then(
       outcome => {
         finished?.(outcome.status === 'cancelled' && signal.aborted ? 'client_gone' : outcome.status, outcome.result)
-        return answer(signal, outcome, { id, created, model, content: texts.join('\n\n') })
+        const done = answer(signal, outcome, { id, created, model, content: texts.join('\n\n') }, structured)
+        if (structured && request.stream) handlers.onDelta?.(done.content)
+        return done
       },
       (error: unknown) => {
         finished?.(signal.aborted ? 'client_gone' : 'cancelled', null)
@@ -147,11 +173,13 @@ class DeltaRelay {
   }
 }
 
-function answer (signal: AbortSignal, outcome: ExecuteOutcome, partial: { id: string, created: number, model: string, content: string }): ChatOutcome {
+function answer (signal: AbortSignal, outcome: ExecuteOutcome, partial: { id: string, created: number, model: string, content: string }, structured: boolean): ChatOutcome {
   const { result } = outcome
   if (outcome.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
-  const cutShort = outcome.error?.code === 'max_turns' || outcome.error?.code === 'max_budget'
+  // A structured answer cut short is no answer: its content could not be the object's JSON.
+  const cutShort = !structured && (outcome.error?.code === 'max_turns' || outcome.error?.code === 'max_budget')
   if (outcome.status !== 'completed' && !cutShort) throw failure(outcome)
+  if (structured) return { ...partial, content: JSON.stringify(result?.structured_output), finishReason: 'stop', usage: usageOf(result) }
   const content = partial.content !== '' ? partial.content : (typeof result?.result === 'string' ? result.result : '')
   return { ...partial, content, finishReason: cutShort ? 'length' : 'stop', usage: usageOf(result) }
 }
@@ -176,6 +204,8 @@ function failure (outcome: ExecuteOutcome): AppError {
       return new AppError('agent_timeout', `Claude Code did not answer in time: ${message}`)
     case 'cancelled':
       return new AppError('shutting_down', message)
+    case 'structured_output_missing':
+      return new AppError('structured_output_missing', `Claude Code gave no answer matching response_format: ${message}`)
     case 'api_error': {
       const status = outcome.result?.api_error_status ?? null
       if (status === 429) return new AppError('upstream_rate_limited', `the Anthropic API is rate limiting this service: ${message}`)
