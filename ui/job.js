@@ -311,8 +311,8 @@ function renderChanges (section, job) {
   replace(section,
     h('h2', null, 'Changes'),
     h('p', { id: 'diff-stats' }, `${changes.stats.files_changed} files changed, `,
-      h('span', { class: 'ins' }, `+${changes.stats.insertions}`), ' ',
-      h('span', { class: 'del' }, `−${changes.stats.deletions}`),
+      h('span', { class: 'plus' }, `+${changes.stats.insertions}`), ' ',
+      h('span', { class: 'minus' }, `−${changes.stats.deletions}`),
       h('span', { class: 'hint' }, ` · from ${changes.base_commit.slice(0, 12)} to ${changes.head_commit.slice(0, 12)}`)),
     changes.commits.length > 0
       ? h('ul', { class: 'commits' }, changes.commits.map(commit => h('li', null, h('code', null, commit.sha.slice(0, 12)), ' ', commit.subject)))
