@@ -45,7 +45,7 @@ const jobIdOf = (page: Page) => decodeURIComponent(/#\/jobs\/(.+)$/.exec(page.ur
 
 describe('the dashboard in Chromium', () => {
   it('signs in, submits from the form, shows the job queued, running, live, then its answer', async () => {
-    const { app, session: { base, page, problems } } = await open({ maxConcurrency: 1 })
+    const { app, config, session: { base, page, problems } } = await open({ maxConcurrency: 1 })
     const probe = await AgentProbe.start()
     // Jobs that ended already, so the list has history to show.
     await finished(app, (await submit(app, { prompt: 'Summarise the README for the release notes', model: 'haiku', metadata: { pipeline: 118 } })).job_id)
@@ -83,6 +83,7 @@ describe('the dashboard in Chromium', () => {
     await eventually(() => row(page, waiting.job_id).locator('.badge').textContent()).toBe('queued')
     expect(await page.locator('#stat-active').textContent()).toBe('1')
     expect(await page.locator('#stat-queued').textContent()).toBe('1')
+    expect(await page.locator('.stat', { hasText: 'Queued' }).locator('.hint').textContent()).toBe(`room for ${config.maxQueueDepth - 2} more`)
     expect(await row(page, id).locator('td.prompt a').textContent()).toBe('Review the parser changes')
     expect(await page.locator('tr.job').count()).toBe(4)
     await page.screenshot({ path: `${DOCS}dashboard-overview.png` })

@@ -118,12 +118,13 @@ export function overviewView ({ api, navigate }, query) {
       return
     }
     // With several replicas (the Redis engine), /health reports the cluster as well as itself.
+    // MAX_QUEUE_DEPTH bounds the runs this instance admitted and has not finished.
     const numbers = health.cluster ?? health
     replace(stats,
       health.status === 'draining' ? h('p', { class: 'banner' }, 'This instance is draining for shutdown: it takes no new jobs.') : null,
       stat('Running', h('span', null, h('strong', { id: 'stat-active' }, numbers.active), ` / ${numbers.capacity}`),
         h('meter', { min: 0, max: Math.max(1, numbers.capacity), value: numbers.active, 'aria-label': 'Slots in use' })),
-      stat('Queued', h('strong', { id: 'stat-queued' }, numbers.queued), h('span', { class: 'hint' }, `of at most ${health.max_queue_depth}`)),
+      stat('Queued', h('strong', { id: 'stat-queued' }, numbers.queued), h('span', { class: 'hint' }, `room for ${Math.max(0, health.max_queue_depth - health.active - health.queued)} more`)),
       health.cluster !== undefined && health.cluster.replicas > 1 ? stat('Replicas', h('strong', { id: 'stat-replicas' }, health.cluster.replicas)) : null,
       stat('Claude Code', h('span', { class: `cli ${health.claude.state}` }, health.claude.state === 'found' ? (health.claude.version ?? 'found') : health.claude.state)),
       health.workspace.kind === 'git'
