@@ -135,7 +135,9 @@ export const JobView = Type.Object({
 })
 export type JobView = Static<typeof JobView>
 
-/** A lighter view for listings: no prompt, output or diff. */
+const PROMPT_LINE_MAX = 200
+
+/** A lighter view for listings: no prompt (its first line only), output or diff. */
 export const JobSummary = Type.Object({
   job_id: Type.String(),
   status: JobStatusSchema,
@@ -149,6 +151,8 @@ export const JobSummary = Type.Object({
   metadata: Nullable(AnyObject),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
   total_cost_usd: Nullable(Type.Number()),
+  prompt_first_line: Type.String({ description: `The prompt's first line that is not blank, trimmed, at most ${PROMPT_LINE_MAX} characters.` }),
+  run_ms: Nullable(Type.Integer({ description: 'From leaving the queue to the end, once the job ended.' })),
 })
 export type JobSummary = Static<typeof JobSummary>
 
@@ -252,5 +256,19 @@ export function toJobSummary (job: Job): JobSummary {
     metadata: job.request.metadata ?? null,
     error: job.error,
     total_cost_usd: job.result?.total_cost_usd ?? null,
+    prompt_first_line: firstLine(job.request.prompt, PROMPT_LINE_MAX),
+    run_ms: job.startedAt === undefined || job.finishedAt === undefined ? null : job.finishedAt - job.startedAt,
   }
+}
+
+/**
+ * The first line with something on it, cut at `max` characters (code points). Listings call it
+ * for every job on a page and prompts reach 1 MiB, so it looks at no more than it keeps.
+ */
+export function firstLine (text: string, max: number): string {
+  const start = text.search(/\S/)
+  if (start === -1) return ''
+  const head = text.slice(start, start + 2 * max + 1)
+  const chars = Array.from(head.split(/[\r\n]/, 1)[0]!.trimEnd())
+  return chars.length <= max ? chars.join('') : chars.slice(0, max - 1).join('') + '…'
 }
