@@ -14,6 +14,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY src ./src
+COPY ui ./ui
 COPY bin ./bin
 RUN ln -s /app/bin/claude-runner.mjs /usr/local/bin/claude-runner
 

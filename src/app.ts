@@ -9,6 +9,7 @@ import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
 import { openaiRoutes } from './routes/openai.ts'
+import { uiRoutes } from './routes/ui.ts'
 import type { Caller } from './jobs/job-service.ts'
 import { createServices, type ServiceDeps, type Services } from './services.ts'
 
@@ -95,7 +96,13 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     polled(scope)
     await scope.register(healthRoutes, { ctx })
   })
-  // Everything but /health needs a token: each API in a scope of its own, with its error shape.
+  // The dashboard's static files (and / sending there) need no token: they hold no data; the API
+  // holds it all.
+  await app.register(async function dashboard (scope) {
+    polled(scope)
+    await scope.register(uiRoutes)
+  })
+  // Everything else needs a token: each API in a scope of its own, with its error shape.
   const authenticate = async (scope: FastifyInstance, keys: string[]): Promise<void> => {
     await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug' })
     scope.addHook('onRequest', (request, reply, done) => {

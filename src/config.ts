@@ -101,6 +101,7 @@ const settings = {
     parse: (raw: string, name: string) => raw.trim() === '' ? undefined : oneOf(PERMISSION_MODES)(raw, name),
   },
   claudeConfigTemplate: { env: 'CLAUDE_CONFIG_TEMPLATE', default: undefined as string | undefined, parse: (raw: string, name: string) => raw.trim() === '' ? undefined : path()(raw, name) },
+  mcpConfigDir: { env: 'MCP_CONFIG_DIR', default: undefined as string | undefined, parse: (raw: string, name: string) => raw.trim() === '' ? undefined : path()(raw, name) },
   agentEnvPassthrough: {
     env: 'AGENT_ENV_PASSTHROUGH',
     default: (): string[] => [],

@@ -8,6 +8,7 @@ export const ErrorCodes = {
   invalid_ref: 400,
   push_not_allowed: 400,
   callback_not_allowed: 400,
+  unknown_mcp_server: 400,
   payload_too_large: 413,
   unsupported_media_type: 415,
   not_found: 404,
@@ -27,6 +28,7 @@ export const ErrorCodes = {
   upstream_rate_limited: 429,
   upstream_error: 502,
   upstream_overloaded: 503,
+  structured_output_missing: 502,
   agent_failed: 500,
   agent_timeout: 504,
 } as const

@@ -1,7 +1,10 @@
 import type { Logger } from 'pino'
 import packageJson from '../package.json' with { type: 'json' }
+import { AgentControls } from './agent/agent-controls.ts'
 import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
+import { JsonSchemaChecker } from './agent/json-schema-check.ts'
+import { McpProfiles } from './agent/mcp-profiles.ts'
 import { stat } from 'node:fs/promises'
 import { ConfigError, type Config } from './config.ts'
 import { createEngine } from './engine/engine.ts'
@@ -32,6 +35,8 @@ export interface Services {
   chat: ChatService
   webhooks: WebhookSender
   workspaces: WorkspaceProvider
+  /** Checks and maps what a request asks of the agent beyond its prompt. */
+  controls: AgentControls
   metrics: Metrics
   cli: CliProbe
   startedAt: number
@@ -65,6 +70,8 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
   if (config.claudeConfigTemplate !== undefined && !(await isDirectory(config.claudeConfigTemplate))) {
     throw new ConfigError(`CLAUDE_CONFIG_TEMPLATE ${config.claudeConfigTemplate} is not a folder`)
   }
+  const controls = new AgentControls({ mcpProfiles: await McpProfiles.load(config.mcpConfigDir), schemas: new JsonSchemaChecker() })
+  if (config.mcpConfigDir !== undefined) logger.info({ dir: config.mcpConfigDir, profiles: controls.mcpProfiles.names }, 'MCP server profiles loaded')
   const workspaces: WorkspaceProvider = config.baseRepo === undefined
     ? new DirectoryWorkspaces(folders)
     : new GitWorkspaces({
@@ -119,6 +126,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
   })
   const chat = new ChatService({
     engine,
+    controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
@@ -128,6 +136,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
   })
   const jobs = new JobService({
     engine,
+    controls,
     defaultTimeoutMs: config.jobTimeoutSeconds * 1000,
     keepMs: config.jobTtlSeconds * 1000,
     permissionMode: config.agentPermissionMode,
@@ -150,6 +159,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     chat,
     webhooks,
     workspaces,
+    controls,
     metrics,
     cli: new CliProbe(config.claudeBin, agentEnv),
     startedAt: now(),
@@ -164,6 +174,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
       await drain()
       await engine.close()
       await workspaces.close()
+      await controls.close()
       await folders.drain()
       metrics.close()
     },

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import OpenAI, { APIError } from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import { appMaker, describeEngines, listen, TOKEN, tempDir } from './helpers/app.ts'
+import { listen, appMaker, describeEngines, TOKEN, tempDir } from './helpers/app.ts'
 import { AgentProbe, expectAllGone, readPid } from './helpers/probe.ts'
 
 describeEngines('chat completions', engine => {
@@ -188,6 +188,17 @@ describeEngines('chat completions', engine => {
         [{ messages: [] }, 'messages', 'validation_error'],
         [{ messages: [{ role: 'system', content: 'only system' }] }, 'messages', 'validation_error'],
         [{ messages: [{ role: 'wizard', content: 'x' }] }, 'messages.0.role', 'validation_error'],
+        [{ messages: [{ role: '', content: 'x' }] }, 'messages.0.role', 'validation_error'],
+        [{ messages: user('hi'), logprobs: true }, 'logprobs', 'unsupported'],
+        [{ messages: user('hi'), stop: ['\n\nObservation:'] }, 'stop', 'unsupported'],
+        [{ messages: user('hi'), stop: 'END' }, 'stop', 'unsupported'],
+        [{ messages: user('hi'), reasoning_effort: 'none' }, 'reasoning_effort', 'unsupported'],
+        [{ messages: user('hi'), reasoning_effort: 'extreme' }, 'reasoning_effort', 'validation_error'],
+        [{ messages: user('hi'), response_format: { type: 'grammar', grammar: 'x' } }, 'response_format', 'unsupported'],
+        [{ messages: user('hi'), response_format: { type: 'json_schema', json_schema: { name: 'v', schema: { type: 'string' } } } }, 'response_format.json_schema.schema', 'validation_error'],
+        [{ messages: user('hi'), response_format: { type: 'json_schema', json_schema: { name: 'v', schema: { type: 'object', 'x-extra': true } } } }, 'response_format.json_schema.schema', 'validation_error'],
+        [{ messages: user('hi'), response_format: { type: 'json_schema', json_schema: { name: 'v' } } }, 'response_format.json_schema.schema', 'validation_error'],
+        [{ messages: [{ role: 'system', content: 'a\u0000b' }, { role: 'user', content: 'hi' }] }, 'messages.0.content', 'validation_error'],
       ]
       for (const [body, param, code] of cases) {
         const error = await client.chat.completions.create({ model: 'haiku', ...body } as never).then(() => undefined, (e: unknown) => e)
@@ -202,7 +213,7 @@ describeEngines('chat completions', engine => {
     it('accepts and ignores sampling parameters', async () => {
       const { client } = await openaiApp()
       const completion = await client.chat.completions.create({
-        model: 'haiku', messages: user('[[fake echo]]'), temperature: 0.2, top_p: 0.9, max_tokens: 50, stop: ['x'], seed: 1, presence_penalty: 0, user: 'u',
+        model: 'haiku', messages: user('[[fake echo]]'), temperature: 0.2, top_p: 0.9, max_tokens: 50, stop: [], seed: 1, presence_penalty: 0, user: 'u', response_format: { type: 'text' },
       })
       expect(echoOf(completion.choices[0]!.message.content!).argv).toEqual(['-p', '--output-format=stream-json', '--verbose', '--model=haiku'])
     })
@@ -235,6 +246,94 @@ describeEngines('chat completions', engine => {
       expect((error as APIError).headers?.get('retry-after')).toMatch(/^\d+$/)
       probe.release()
       expect((await first).choices[0]!.message.content).toBe('Hi! (fake model)')
+    })
+  })
+
+  const VERDICT = {
+    type: 'object',
+    properties: { verdict: { type: 'string', enum: ['pass', 'fail'] }, reasons: { type: 'array', items: { type: 'string' } } },
+    required: ['verdict', 'reasons'],
+    additionalProperties: false,
+  }
+  const verdictFormat = { type: 'json_schema' as const, json_schema: { name: 'verdict', schema: VERDICT, strict: true } }
+
+  describe('response_format and reasoning_effort', () => {
+    it('gives chat.completions.parse the object, its JSON the content', async () => {
+      const { client } = await openaiApp()
+      const completion = await client.chat.completions.parse({
+        model: 'haiku',
+        messages: user('Review this. [[fake structured {"verdict": "fail", "reasons": ["no tests"]}]]'),
+        response_format: verdictFormat,
+      })
+      const message = completion.choices[0]!.message
+      expect(message.parsed).toEqual({ verdict: 'fail', reasons: ['no tests'] })
+      expect(JSON.parse(message.content!)).toEqual({ verdict: 'fail', reasons: ['no tests'] })
+      expect(completion.choices[0]!.finish_reason).toBe('stop')
+    })
+
+    it('streams it as one delta at the end, and the SDK\'s stream helper parses it', async () => {
+      const { client } = await openaiApp()
+      const stream = client.chat.completions.stream({
+        model: 'haiku',
+        messages: user('[[fake say Let me look first.]] [[fake structured {"verdict": "pass", "reasons": []}]]'),
+        response_format: verdictFormat,
+      })
+      const deltas: string[] = []
+      stream.on('content.delta', ({ delta }) => deltas.push(delta))
+      const completion = await stream.finalChatCompletion()
+      expect(completion.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: [] })
+      // The prose before the object is not part of the answer.
+      expect(deltas).toEqual(['{"verdict":"pass","reasons":[]}'])
+    })
+
+    it('runs the CLI with --json-schema, the schema as given; json_object asks for any object', async () => {
+      const { client } = await openaiApp()
+      const argvOf = async (body: Record<string, unknown>): Promise<string[]> => {
+        const probe = await AgentProbe.start()
+        probe.release()
+        await client.chat.completions.create({ model: 'haiku', messages: user(`${probe.directive} [[fake structured {"verdict": "pass", "reasons": []}]]`), ...body } as never)
+        return probe.started[0]!.argv
+      }
+      expect(await argvOf({ response_format: verdictFormat })).toContain(`--json-schema=${JSON.stringify(VERDICT)}`)
+      expect(await argvOf({ response_format: { type: 'json_object' } })).toContain('--json-schema={"type":"object"}')
+      const streamed = await argvOf({ response_format: { type: 'json_object' }, stream: true })
+      expect(streamed).toContain('--json-schema={"type":"object"}')
+      // Nothing is relayed before the object, so no deltas are asked for.
+      expect(streamed).not.toContain('--include-partial-messages')
+    })
+
+    it('answers 502 structured_output_missing when the agent gives no object, streaming or not', async () => {
+      const { client } = await openaiApp()
+      for (const stream of [false, true]) {
+        const call = async () => {
+          const response = await client.chat.completions.create({ model: 'haiku', messages: user('[[fake text It looks fine.]]'), response_format: verdictFormat, stream })
+          if (stream) for await (const chunk of response as AsyncIterable<unknown>) expect(chunk).toBeDefined()
+        }
+        const error = await call().then(() => undefined, (e: unknown) => e)
+        expect(error, `stream=${stream}`).toBeInstanceOf(OpenAI.InternalServerError)
+        expect((error as APIError).status).toBe(502)
+        expect((error as APIError).code).toBe('structured_output_missing')
+        expect((error as APIError).message).toContain('It looks fine.')
+      }
+    })
+
+    it('passes reasoning_effort as --effort, minimal as low', async () => {
+      const { client } = await openaiApp()
+      for (const [effort, flag] of [['high', '--effort=high'], ['minimal', '--effort=low'], ['xhigh', '--effort=xhigh']] as const) {
+        const completion = await client.chat.completions.create({ model: 'haiku', messages: user('[[fake echo]]'), reasoning_effort: effort as 'high' })
+        expect(echoOf(completion.choices[0]!.message.content!).argv).toContain(flag)
+      }
+    })
+
+    it('documents the request as strictly as it handles it', async () => {
+      const { app } = await openaiApp()
+      const document = (await app.inject({ method: 'GET', url: '/openapi.json', headers: { authorization: `Bearer ${TOKEN}` } })).json()
+      const body = document.paths['/v1/chat/completions'].post.requestBody.content['application/json'].schema
+      expect(body.properties.messages.items.properties.role.enum).toEqual(['system', 'developer', 'user', 'assistant', 'tool', 'function'])
+      expect(body.properties.logprobs.anyOf).toEqual([{ type: 'null' }, { enum: [false] }])
+      expect(body.properties.n.maximum).toBe(1)
+      expect(body.properties.reasoning_effort.enum).toEqual(['minimal', 'low', 'medium', 'high', 'xhigh', 'max'])
+      expect(JSON.stringify(body.properties.response_format)).toContain('json_schema')
     })
   })
 

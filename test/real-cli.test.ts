@@ -7,12 +7,19 @@ import OpenAI from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import { buildApp } from '../src/app.ts'
 import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
-import { AnthropicStub, hasToolResult, lastUserText, systemText, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
+import { AnthropicStub, hasToolResult, lastUserText, structuredReply, systemText, toolNamed, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
 import { AUTH, eventTypes, finished, listen, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { expectAllGone, groupMembers } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
 const CLAUDE = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
+const MCP_SERVER = fileURLToPath(new URL('./fixtures/mcp-server.mjs', import.meta.url))
+const VERDICT = {
+  type: 'object',
+  properties: { verdict: { type: 'string', enum: ['pass', 'fail'] }, reasons: { type: 'array', items: { type: 'string' } } },
+  required: ['verdict', 'reasons'],
+  additionalProperties: false,
+}
 const SERVICE_SECRETS = { AUTH_TOKENS: 'service-auth-token-must-not-leak', WEBHOOK_SECRET: 'service-webhook-secret-must-not-leak', DATABASE_PASSWORD: 'db-password-must-not-leak' }
 
 /** The working directory the CLI tells the model about. */
@@ -175,6 +182,80 @@ describe('the real Claude Code CLI', () => {
     expect(readdirSync(join(root, 'claude-config'))).toEqual([])
     expect(existsSync(join(home, '.claude.json'))).toBe(false)
     expect(existsSync(join(home, '.claude'))).toBe(false)
+  })
+
+  it('ends a json_schema job with the object the model gave the CLI\'s StructuredOutput tool', async () => {
+    const { app, stub } = await realApp(call => structuredReply(call, { verdict: 'fail', reasons: ['no tests'] }))
+    const job = await run(app, { prompt: 'Review the change.', json_schema: VERDICT })
+    expect(job).toMatchObject({ status: 'completed', error: null, result: { is_error: false, structured_output: { verdict: 'fail', reasons: ['no tests'] } } })
+    expect(JSON.parse(job.result!.text!)).toEqual({ verdict: 'fail', reasons: ['no tests'] })
+    // The schema reached the model as the tool's input schema; a matching call ends the run.
+    expect(toolNamed(stub.calls[0]!, 'StructuredOutput')!.input_schema).toEqual(VERDICT)
+    expect(stub.calls).toHaveLength(1)
+  })
+
+  it('fails a json_schema job as structured_output_missing when the model only answers in prose', async () => {
+    const { app, stub } = await realApp(() => ({ text: 'It looks fine to me.' }))
+    const job = await run(app, { prompt: 'Review the change.', json_schema: VERDICT })
+    expect(job.status).toBe('failed')
+    expect(job.error).toMatchObject({ code: 'structured_output_missing', message: expect.stringContaining('It looks fine to me.') })
+    // The CLI asked once more, then called it a success.
+    expect(stub.calls).toHaveLength(2)
+    expect(lastUserText(stub.calls[1]!)).toContain('You MUST call the StructuredOutput tool')
+    expect(job.result).toMatchObject({ is_error: false, subtype: 'success', structured_output: null })
+  })
+
+  it('takes tool rules, effort, the appended system prompt, fallback models and MCP profiles as the service passes them', async () => {
+    const mcp = await tempDir('cr-mcp-')
+    writeFileSync(join(mcp, 'alpha.json'), JSON.stringify({ mcpServers: { alpha: { command: process.execPath, args: [MCP_SERVER, 'alpha'] } } }))
+    // A server of the user's own configuration, which --strict-mcp-config must leave out.
+    const template = await tempDir('cr-template-')
+    writeFileSync(join(template, '.claude.json'), JSON.stringify({ mcpServers: { stray: { command: process.execPath, args: [MCP_SERVER, 'stray'] } } }))
+    const { app, stub } = await realApp(call => {
+      if (call.body.model !== 'claude-haiku-5-5') return { status: 529, errorType: 'overloaded_error', message: 'Overloaded' }
+      return hasToolResult(call) ? { text: 'done' } : { toolUse: { name: 'Bash', input: { command: 'touch allowed.txt', description: 'Create a file' } } }
+    }, { agentPermissionMode: undefined, mcpConfigDir: mcp, claudeConfigTemplate: template })
+    const job = await run(app, {
+      prompt: 'Create allowed.txt.',
+      model: 'sonnet',
+      fallback_model: 'haiku',
+      // Outside bypassPermissions, touch needs approval unless a rule allows it.
+      allowed_tools: ['Bash(touch allowed.txt)'],
+      disallowed_tools: ['Write', 'WebFetch'],
+      effort: 'high',
+      append_system_prompt: '-MARK- is appended text, not an option',
+      mcp_servers: ['alpha'],
+    })
+    expect(job).toMatchObject({ status: 'completed', result: { text: 'done', permission_denials: [] } })
+    const events = (await app.ctx.engine.events.since(job.job_id, 0)).map(event => ({ type: event.type, data: JSON.parse(event.json) }))
+    expect(events.find(event => event.type === 'tool_result')!.data).toMatchObject({ is_error: false, summary: '(Bash completed with no output)' })
+    expect(events.find(event => event.type === 'model_fallback')!.data).toMatchObject({ original_model: 'claude-sonnet-5-5', fallback_model: 'claude-haiku-5-5' })
+    expect(stub.calls.map(call => call.body.model)).toEqual(['claude-sonnet-5-5', 'claude-haiku-5-5', 'claude-haiku-5-5'])
+    for (const call of stub.calls) {
+      expect(call.body.output_config).toMatchObject({ effort: 'high' })
+      expect(call.body.tools!.map(tool => tool.name)).not.toContain('Write')
+      expect(systemText(call)).toContain('-MARK- is appended text, not an option')
+    }
+    const output = await app.inject({ method: 'GET', url: `/jobs/${job.job_id}/output`, headers: AUTH })
+    const init = output.body.split('\n').map(line => JSON.parse(line || 'null')).find(line => line?.subtype === 'init')
+    expect(init.mcp_servers.map((server: { name: string }) => server.name)).toEqual(['alpha'])
+    expect(init.tools).toContain('mcp__alpha__ping')
+    expect(init.tools).not.toContain('WebFetch')
+  })
+
+  it('gives the openai SDK\'s chat.completions.parse the object, streamed or not', async () => {
+    const { app } = await realApp(call => structuredReply(call, { verdict: 'pass', reasons: ['tests cover it'] }))
+    const url = await listen(app)
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 })
+    const request = {
+      model: 'haiku',
+      messages: [{ role: 'user' as const, content: 'Review the change.' }],
+      response_format: { type: 'json_schema' as const, json_schema: { name: 'verdict', schema: VERDICT, strict: true } },
+    }
+    const parsed = await client.chat.completions.parse(request)
+    expect(parsed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
+    const streamed = await client.chat.completions.stream(request).finalChatCompletion()
+    expect(streamed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
   })
 
   it('runs 10 jobs at once without corrupting each other\'s CLI state', async () => {

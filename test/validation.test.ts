@@ -2,13 +2,18 @@ import { describe, expect, it } from 'vitest'
 import { AUTH, finished, makeApp, TOKEN } from './helpers/app.ts'
 
 describe('authentication', () => {
-  it('every route but /health needs a valid bearer token', async () => {
+  // The one exception, the dashboard's static files (/ui/, and / sending there), hold no data:
+  // test/ui-server.test.ts asks every route of the API without a token and finds none.
+  it('every API route but /health needs a valid bearer token; only the dashboard\'s static files load without one', async () => {
     const { app } = await makeApp()
     const cases = [
       { method: 'POST' as const, url: '/execute', payload: { prompt: 'hi' } },
+      { method: 'GET' as const, url: '/jobs' },
       { method: 'GET' as const, url: '/jobs/abc' },
       { method: 'DELETE' as const, url: '/jobs/abc' },
       { method: 'GET' as const, url: '/jobs/abc/output' },
+      { method: 'GET' as const, url: '/jobs/abc/events' },
+      { method: 'GET' as const, url: '/openapi.json' },
     ]
     for (const headers of [{}, { authorization: 'Bearer wrong-token-000000000' }, { authorization: `Basic ${TOKEN}` }, { authorization: TOKEN }]) {
       for (const request of cases) {
@@ -20,6 +25,7 @@ describe('authentication', () => {
     }
     expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
     expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200)
+    for (const url of ['/ui/', '/ui/app.js']) expect((await app.inject({ method: 'GET', url })).statusCode, url).toBe(200)
   })
 
   it('accepts any of several tokens', async () => {

@@ -12,6 +12,7 @@ export type RunStatus = 'completed' | 'failed' | 'timed_out' | 'cancelled'
 export type RunErrorCode =
   | 'agent_not_found' | 'agent_spawn_failed' | 'agent_error' | 'api_error' | 'max_turns' | 'max_budget'
   | 'agent_crashed' | 'no_result' | 'timeout' | 'cancelled' | 'workspace_error' | 'ref_not_found' | 'push_failed'
+  | 'structured_output_missing'
   /** Redis engine: the replica running the agent died (no heartbeat for REPLICA_TIMEOUT_SECONDS). */
   | 'worker_lost'
 
@@ -152,6 +153,12 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
 
   // A run that really finished keeps its success even if a cancel arrived as it exited.
   if (exit.exitCode === 0 && finalResult !== null && !finalResult.is_error) {
+    // Asked for structured output, a model that answers in prose twice still ends the run with
+    // `subtype: "success"` (measured): without the object the run did not do what was asked.
+    if (spec.jsonSchema !== undefined && !isObject(finalResult.structured_output)) {
+      const said = typeof finalResult.result === 'string' && finalResult.result !== '' ? `; it answered: ${preview(finalResult.result)}` : ''
+      return { ...base, status: 'failed', error: { code: 'structured_output_missing', message: `the run ended without structured output: the agent never gave an object matching json_schema (it did not call the StructuredOutput tool)${said}` } }
+    }
     return { ...base, status: 'completed', error: null }
   }
 
@@ -191,11 +198,18 @@ function resultError (result: CliResult): RunError {
   const message = errors.length > 0 ? errors.join('; ') : text !== '' ? text : `the agent failed (${result.subtype})`
   if (result.subtype === 'error_max_turns') return { code: 'max_turns', message }
   if (result.subtype === 'error_max_budget_usd') return { code: 'max_budget', message }
+  if (result.subtype === 'error_max_structured_output_retries') return { code: 'structured_output_missing', message }
   if (typeof result.api_error_status === 'number') {
     const status = String(result.api_error_status)
     return { code: 'api_error', message: message.includes(status) ? message : `${message} (API status ${status})` }
   }
   return { code: 'agent_error', message }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+function preview (text: string, maxChars = 500): string {
+  return JSON.stringify(text.length > maxChars ? `${text.slice(0, maxChars)}…` : text)
 }
 
 function lastLines (text: string, maxChars = 500): string {

@@ -22,6 +22,8 @@ export interface CliResult {
   stop_reason?: string | null
   api_error_status?: number | null
   permission_denials?: unknown[]
+  /** With `--json-schema`: the object the model gave, checked by the CLI against the schema. */
+  structured_output?: unknown
 }
 
 interface ContentBlock {

@@ -374,8 +374,7 @@ export class RedisWorkQueue implements WorkQueue {
         logger.error({ runId: id }, `replicas died ${MAX_CLAIMS} times while preparing this run; failing it`)
         await this.#endElsewhere(record, record.status === 'queued' ? '' : (record.instance ?? ''), { status: 'failed', error: { code: 'worker_lost', message: `the replicas that took this job stopped answering ${MAX_CLAIMS} times before its agent started; it is not tried again` } }, writerScripts)
       }
-      default:
-        // Ended meanwhile (cancelled, or finished by a replica that had been cut off): nothing to do.
+      // 'skip', 'gone': it ended meanwhile (cancelled, or finished by a replica that had been cut off).
     }
   }
 

@@ -1,6 +1,6 @@
 import type { FastifyError } from 'fastify'
 import { AppError, ErrorCodes, type ErrorCode } from '../errors.ts'
-import { NAME_PATTERN } from '../schemas/common.ts'
+import { PATTERN_MESSAGES } from '../schemas/common.ts'
 
 export interface HttpError {
   statusCode: number
@@ -68,9 +68,14 @@ export function describeValidation (issues: AjvIssue[], context: string): { fiel
       const field = at(String(issue.params.missingProperty))
       return { field, message: `${context}.${field} is required` }
     }
-    case 'pattern':
-      if (issue.params.pattern === NAME_PATTERN) {
-        return { field: path, message: `${context}.${path} must be a name: letters, digits, ".", "_", "-", ":", starting with a letter or digit` }
+    case 'pattern': {
+      const expected = PATTERN_MESSAGES[String(issue.params.pattern)]
+      if (expected !== undefined) return { field: path, message: `${context}.${path} ${expected}` }
+      break
+    }
+    case 'enum':
+      if (Array.isArray(issue.params.allowedValues)) {
+        return { field: path || context, message: `${context}${path ? `.${path}` : ''} must be one of ${issue.params.allowedValues.map(value => JSON.stringify(value)).join(', ')}` }
       }
       break
   }

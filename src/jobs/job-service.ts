@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
+import type { AgentControls } from '../agent/agent-controls.ts'
 import { AppError } from '../errors.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
 import { createRecord, isTerminal, type JobRequest } from './job.ts'
 
 export interface JobServiceOptions {
   engine: Engine
+  /** Turns a request's agent controls (tool rules, schema, MCP profiles...) into the run's spec. */
+  controls: AgentControls
   /** Execution timeout when the request names none. */
   defaultTimeoutMs: number
   /** How long a finished job is kept (JOB_TTL_SECONDS). */
@@ -59,6 +62,7 @@ export class JobService {
           maxTurns: request.max_turns,
           maxBudgetUsd: request.max_budget_usd,
           permissionMode: this.#options.permissionMode,
+          ...this.#options.controls.toSpec(request),
         },
       },
       request,

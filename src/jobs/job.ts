@@ -1,3 +1,4 @@
+import type { AgentControlFields } from '../agent/agent-controls.ts'
 import type { AgentOutput, RunError } from '../agent/agent-run.ts'
 import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
 import type { CancelReason } from '../errors.ts'
@@ -17,8 +18,8 @@ export const JobStatus = {
   cancelled: 'cancelled',
 } as const satisfies Record<RunStatus, RunStatus>
 
-/** The fields of `POST /execute`, as validated. */
-export interface JobRequest {
+/** The fields of `POST /execute`, as validated: plain JSON. */
+export interface JobRequest extends AgentControlFields {
   prompt: string
   agent?: string | undefined
   model?: string | undefined
@@ -118,6 +119,7 @@ export function agentEvent (record: RunRecord, event: AgentEvent): Event | undef
           usage: result.usage ?? null,
           session_id: result.session_id ?? null,
           duration_ms: result.duration_ms ?? null,
+          structured_output: result.structured_output ?? null,
         },
       }
     }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { AgentControls, EffortLevel } from '../agent/agent-controls.ts'
 import type { CliResult } from '../agent/stream-json.ts'
 import { CHAT_TTL_MS, type Engine, type RunRecord } from '../engine/types.ts'
 import { AppError } from '../errors.ts'
@@ -11,6 +12,12 @@ export interface ChatRequest {
   messages: readonly ChatMessage[]
   /** Relay text as it is produced (runs the CLI with --include-partial-messages). */
   stream: boolean
+  /**
+   * The answer must be an object matching this schema (`response_format`): its JSON text is the
+   * content, sent as one delta at the end when streaming (prose before it is not relayed).
+   */
+  jsonSchema?: Record<string, unknown> | undefined
+  effort?: EffortLevel | undefined
 }
 
 export interface ChatHandlers {
@@ -46,6 +53,8 @@ export interface ChatOutcome {
 
 export interface ChatServiceOptions {
   engine: Engine
+  /** Checks a `response_format` schema the way the CLI will. */
+  controls: AgentControls
   timeoutMs: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
@@ -80,9 +89,22 @@ export class ChatService {
    * unknown model, full queue), before anything is answered; otherwise `result` settles with the
    * answer.
    */
+  /** The checks that take time (a response_format schema is compiled off the event loop). */
+  async check (request: ChatRequest): Promise<void> {
+    this.checkModel(request.model)
+    if (request.jsonSchema === undefined) return
+    const problem = await this.#options.controls.jsonSchemaProblem(request.jsonSchema)
+    if (problem !== undefined) {
+      throw new AppError('validation_error', `response_format.json_schema.schema ${problem}`, { details: { field: 'response_format.json_schema.schema' } })
+    }
+  }
+
   async submit (request: ChatRequest, caller: Caller, handlers: ChatHandlers, signal: AbortSignal): Promise<ChatRun> {
     const { engine, now } = this.#options
     this.checkModel(request.model)
+    const structured = request.jsonSchema !== undefined
+    // Structured answers are not relayed as they come: the content must be the object's JSON.
+    const relaying = request.stream && !structured
     const { prompt, system } = toAgentPrompt(request.messages)
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(now() / 1000)
@@ -98,7 +120,9 @@ export class ChatService {
           prompt,
           model: request.model,
           permissionMode: this.#options.permissionMode,
-          includePartialMessages: request.stream,
+          includePartialMessages: relaying,
+          jsonSchema: request.jsonSchema,
+          effort: request.effort,
           ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
         },
       },
@@ -111,14 +135,16 @@ export class ChatService {
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) onAbort()
     let model = request.model
-    const start = (): Promise<ChatOutcome> => this.#follow(id, request.stream, text => handlers.onDelta?.(text, run), signal, found => { model = found })
+    const start = (): Promise<ChatOutcome> => this.#follow(id, relaying, text => handlers.onDelta?.(text, run), signal, found => { model = found })
       .finally(() => { signal.removeEventListener('abort', onAbort) })
       .then(async texts => {
         const final = await engine.store.get(id)
         const status = signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
         this.#options.onFinished?.(status, final?.result ?? null)
         if (final === undefined) throw new AppError('internal_error', `the record of chat run ${id} is gone`)
-        return answer(signal, final, { id, created, model, content: texts.join('\n\n') })
+        const done = answer(signal, final, { id, created, model, content: texts.join('\n\n') }, structured)
+        if (structured && request.stream) handlers.onDelta?.(done.content, run)
+        return done
       })
     let result: Promise<ChatOutcome> | undefined
     const run: ChatRun = {
@@ -182,11 +208,13 @@ class DeltaRelay {
   }
 }
 
-function answer (signal: AbortSignal, record: RunRecord, partial: { id: string, created: number, model: string, content: string }): ChatOutcome {
+function answer (signal: AbortSignal, record: RunRecord, partial: { id: string, created: number, model: string, content: string }, structured: boolean): ChatOutcome {
   const { result } = record
   if (record.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
-  const cutShort = record.error?.code === 'max_turns' || record.error?.code === 'max_budget'
+  // A structured answer cut short is no answer: its content could not be the object's JSON.
+  const cutShort = !structured && (record.error?.code === 'max_turns' || record.error?.code === 'max_budget')
   if (record.status !== 'completed' && !cutShort) throw failure(record)
+  if (structured) return { ...partial, content: JSON.stringify(result?.structured_output), finishReason: 'stop', usage: usageOf(result) }
   const content = partial.content !== '' ? partial.content : (typeof result?.result === 'string' ? result.result : '')
   return { ...partial, content, finishReason: cutShort ? 'length' : 'stop', usage: usageOf(result) }
 }
@@ -212,6 +240,8 @@ function failure (outcome: RunRecord): AppError {
       return new AppError('agent_timeout', `Claude Code did not answer in time: ${message}`)
     case 'cancelled':
       return new AppError('shutting_down', message)
+    case 'structured_output_missing':
+      return new AppError('structured_output_missing', `Claude Code gave no answer matching response_format: ${message}`)
     case 'api_error': {
       const status = outcome.result?.api_error_status ?? null
       if (status === 429) return new AppError('upstream_rate_limited', `the Anthropic API is rate limiting this service: ${message}`)

@@ -33,6 +33,10 @@ export function toAgentPrompt (messages: readonly ChatMessage[]): AgentPrompt {
     switch (message.role) {
       case 'system':
       case 'developer':
+        // The system prompt travels as an argv element (or a file), where NUL cannot go.
+        if (text.includes('\u0000')) {
+          throw new AppError('validation_error', `messages[${index}].content holds a NUL character, which a system prompt cannot carry`, { details: { field: `messages.${index}.content` } })
+        }
         if (text !== '') system.push(text)
         break
       case 'user':

@@ -71,6 +71,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       throw new AppError('validation_error', `body.metadata is larger than ${MAX_METADATA_BYTES} bytes of JSON`, { details: { field: 'metadata' } })
     }
     checkWorkspaceFields(body, ctx)
+    await ctx.controls.check(body)
     if (body.callback_url !== undefined) ctx.webhooks.check(body.callback_url)
     const idempotency = idempotencyOf(request.headers['idempotency-key'], body)
     const { record, replayed } = await jobs.submit(body, request.caller, { idempotency })

@@ -4,7 +4,7 @@ import type { AppContext } from '../app.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import { toHttpError } from '../http/errors.ts'
 import { SseStream } from '../http/sse.ts'
-import { ClientGoneError, type ChatOutcome, type ChatRun } from '../openai/chat-service.ts'
+import { ClientGoneError, type ChatOutcome, type ChatRequest, type ChatRun } from '../openai/chat-service.ts'
 import { ChatCompletion, ChatCompletionBody, ModelList, ModelObject, OpenAIErrorBody } from '../schemas/openai.ts'
 
 /** Errors in OpenAI's shape, so OpenAI clients raise the right error class. */
@@ -18,11 +18,17 @@ export function toOpenAIError (error: unknown): { statusCode: number, headers: R
   return { statusCode: http.statusCode, headers: http.headers, body: { error: { message: http.message, type, param, code } } }
 }
 
-function refuseUnsupported (body: ChatCompletionBody): void {
+/**
+ * Refuses what the CLI cannot do with a 400 `unsupported` naming the parameter and saying why. It
+ * runs before schema validation (which says the same for the OpenAPI document), on the body as
+ * parsed, so it checks every type it reads.
+ */
+function refuseUnsupported (body: unknown): void {
+  if (!isObject(body)) return
   const unsupported = (param: string, what: string): never => {
     throw new AppError('unsupported', `${param}: ${what} is not supported: Claude Code answers with text only, one choice, and runs its own tools`, { details: { field: param } })
   }
-  if (body.n != null && body.n > 1) unsupported('n', 'more than one choice')
+  if (typeof body.n === 'number' && body.n > 1) unsupported('n', 'more than one choice')
   for (const param of ['tools', 'functions'] as const) {
     const value = body[param]
     if (value != null && !(Array.isArray(value) && value.length === 0)) unsupported(param, 'client-side tool calling')
@@ -31,8 +37,46 @@ function refuseUnsupported (body: ChatCompletionBody): void {
     const value = body[param]
     if (value != null && value !== 'none') unsupported(param, 'client-side tool calling')
   }
-  if (body.audio != null || body.modalities?.includes('audio') === true) unsupported('modalities', 'audio output')
+  if (body.audio != null || (Array.isArray(body.modalities) && body.modalities.includes('audio'))) unsupported('modalities', 'audio output')
   if (body.logprobs === true) unsupported('logprobs', 'log probabilities')
+  // The CLI cannot stop the model at a sequence, and cutting the answer afterwards would hide
+  // that the agent went on (and ran tools) past it.
+  if (body.stop != null && !(Array.isArray(body.stop) && body.stop.length === 0)) unsupported('stop', 'stopping at a sequence')
+  if (body.reasoning_effort === 'none') unsupported('reasoning_effort', '"none" (the lowest effort of Claude Code is "low")')
+  const format = body.response_format
+  if (isObject(format) && typeof format.type === 'string' && !['text', 'json_object', 'json_schema'].includes(format.type)) {
+    unsupported('response_format', `the response format ${JSON.stringify(format.type)}`)
+  }
+  if (!Array.isArray(body.messages)) return
+  for (const [index, message] of body.messages.entries()) {
+    if (!isObject(message) || !Array.isArray(message.content)) continue
+    for (const [partIndex, part] of message.content.entries()) {
+      if (isObject(part) && typeof part.type === 'string' && part.type !== 'text' && part.type !== 'refusal') {
+        throw new AppError('unsupported', `messages[${index}].content[${partIndex}] is of type ${JSON.stringify(part.type)}: only text content is supported (no images, audio or files)`, { details: { field: `messages.${index}.content.${partIndex}` } })
+      }
+    }
+  }
+}
+
+/** A json_schema format without its schema: said plainly, not as the schema's failed `anyOf` of formats. */
+function checkResponseFormat (body: unknown): void {
+  if (!isObject(body) || !isObject(body.response_format) || body.response_format.type !== 'json_schema') return
+  const { json_schema: format } = body.response_format
+  if (!isObject(format) || !isObject(format.schema)) {
+    throw new AppError('validation_error', 'response_format.json_schema.schema is required: a JSON Schema object (draft-07) the answer must match', { details: { field: 'response_format.json_schema.schema' } })
+  }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/** What the request asks of the run beyond its messages: the answer's shape and the effort. */
+function runOptions (body: ChatCompletionBody): Pick<ChatRequest, 'jsonSchema' | 'effort'> {
+  const format = body.response_format
+  const jsonSchema = format?.type === 'json_schema'
+    ? format.json_schema.schema
+    : format?.type === 'json_object' ? { type: 'object' } : undefined
+  const effort = body.reasoning_effort == null ? undefined : body.reasoning_effort === 'minimal' ? 'low' : body.reasoning_effort
+  return { jsonSchema, effort }
 }
 
 export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
@@ -62,6 +106,10 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
   })
 
   app.post('/chat/completions', {
+    preValidation: async request => {
+      refuseUnsupported(request.body)
+      checkResponseFormat(request.body)
+    },
     schema: {
       summary: 'OpenAI Chat Completions, answered by claude -p (streaming with stream: true).',
       body: ChatCompletionBody,
@@ -69,12 +117,12 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     },
   }, async (request, reply) => {
     const body = request.body
-    refuseUnsupported(body)
+    const chatRequest: ChatRequest = { model: body.model, messages: body.messages, stream: body.stream === true, ...runOptions(body) }
+    await ctx.chat.check(chatRequest)
     const client = new AbortController()
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) client.abort(new RunCancelledError('client_disconnected'))
     })
-    const chatRequest = { model: body.model, messages: body.messages, stream: body.stream === true }
 
     if (body.stream !== true) {
       const run = await ctx.chat.submit(chatRequest, request.caller, {}, client.signal)

@@ -22,6 +22,20 @@ export const AnyObject = Type.Record(Type.String(), Type.Unknown())
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]*$'
 export const NAME_MAX_LENGTH = 128
 
+/** One name, or several comma-separated (`--fallback-model sonnet,haiku`). */
+export const NAME_LIST_PATTERN = `^${NAME_PATTERN.slice(1, -1)}(,${NAME_PATTERN.slice(1, -1)})*$`
+export const NO_CONTROL_CHARACTERS_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$'
+/** NUL cannot be passed in an argv element. */
+export const NO_NUL_PATTERN = '^[^\\u0000]*$'
+
+/** What a value that fails one of these patterns was expected to be, for the 400's message. */
+export const PATTERN_MESSAGES: Readonly<Record<string, string>> = {
+  [NAME_PATTERN]: 'must be a name: letters, digits, ".", "_", "-", ":", starting with a letter or digit',
+  [NAME_LIST_PATTERN]: 'must be one name or several separated by commas (no spaces): letters, digits, ".", "_", "-", ":", each starting with a letter or digit',
+  [NO_CONTROL_CHARACTERS_PATTERN]: 'must not contain control characters (newlines, tabs, NUL...)',
+  [NO_NUL_PATTERN]: 'must not contain NUL characters',
+}
+
 export const ErrorBody = Type.Object({
   error: Type.Object({
     code: Type.String({ description: 'Stable, machine-readable error code.' }),

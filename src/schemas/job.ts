@@ -1,11 +1,17 @@
 import { Type, type Static } from 'typebox'
+import { EFFORT_LEVELS, MAX_APPEND_SYSTEM_PROMPT_BYTES, MAX_TOOL_RULE_LENGTH, MAX_TOOL_RULES } from '../agent/agent-controls.ts'
 import type { RunRecord } from '../engine/types.ts'
-import { AnyObject, NAME_MAX_LENGTH, NAME_PATTERN, Nullable, StringEnum } from './common.ts'
+import { AnyObject, NAME_LIST_PATTERN, NAME_MAX_LENGTH, NAME_PATTERN, NO_CONTROL_CHARACTERS_PATTERN, NO_NUL_PATTERN, Nullable, StringEnum } from './common.ts'
 
 export const MAX_PROMPT_BYTES = 1024 * 1024
 export const MAX_METADATA_BYTES = 16 * 1024
 
 const Name = (description: string) => Type.String({ minLength: 1, maxLength: NAME_MAX_LENGTH, pattern: NAME_PATTERN, description })
+
+const ToolRules = (description: string) => Type.Array(
+  Type.String({ minLength: 1, maxLength: MAX_TOOL_RULE_LENGTH, pattern: NO_CONTROL_CHARACTERS_PATTERN }),
+  { maxItems: MAX_TOOL_RULES, description }
+)
 
 export const ExecuteBody = Type.Object({
   prompt: Type.String({ minLength: 1, maxLength: MAX_PROMPT_BYTES, description: 'The task for the agent; up to 1 MiB of UTF-8. Sent to the CLI on stdin.' }),
@@ -18,6 +24,13 @@ export const ExecuteBody = Type.Object({
   max_budget_usd: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100_000 })),
   metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { maxProperties: 64, description: 'Free-form JSON kept with the job (up to 16 KiB).' })),
   callback_url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'POSTed the job JSON, signed, when it ends. The host must be in WEBHOOK_ALLOWED_HOSTS.' })),
+  json_schema: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'A JSON Schema (draft-07, top-level "type": "object", up to 64 KiB) the answer must match: `--json-schema`. The finished job has `result.structured_output`.' })),
+  allowed_tools: Type.Optional(ToolRules('Permission rules in the CLI\'s syntax (`Read`, `Bash(git diff:*)`, `mcp__github__*`), one per item: `--allowedTools`.')),
+  disallowed_tools: Type.Optional(ToolRules('Tools or rules the agent may not use, one per item: `--disallowedTools`.')),
+  append_system_prompt: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_APPEND_SYSTEM_PROMPT_BYTES, pattern: NO_NUL_PATTERN, description: 'Added to the end of Claude Code\'s system prompt (up to 64 KiB of UTF-8, no NUL): `--append-system-prompt`.' })),
+  effort: Type.Optional(StringEnum(EFFORT_LEVELS, { description: '`--effort`.' })),
+  fallback_model: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, pattern: NAME_LIST_PATTERN, description: 'Models to fall back to when the model is overloaded, comma-separated, in order: `--fallback-model`.' })),
+  mcp_servers: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: NAME_MAX_LENGTH }), { maxItems: 32, uniqueItems: true, description: 'Names of MCP server profiles of MCP_CONFIG_DIR; only their servers run (`--mcp-config` + `--strict-mcp-config`). `[]`: no MCP servers at all.' })),
 }, { additionalProperties: false })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
@@ -38,6 +51,7 @@ const Result = Type.Object({
   api_error_status: Nullable(Type.Integer()),
   errors: Type.Array(Type.String()),
   permission_denials: Type.Array(Type.Unknown()),
+  structured_output: Nullable(AnyObject),
 }, { description: "The CLI's final `result` message." })
 
 const Changes = Type.Object({
@@ -84,6 +98,13 @@ export const JobView = Type.Object({
     max_budget_usd: Nullable(Type.Number()),
     metadata: Nullable(AnyObject),
     callback_url: Nullable(Type.String()),
+    json_schema: Nullable(AnyObject),
+    allowed_tools: Nullable(Type.Array(Type.String())),
+    disallowed_tools: Nullable(Type.Array(Type.String())),
+    append_system_prompt: Nullable(Type.String()),
+    effort: Nullable(Type.String()),
+    fallback_model: Nullable(Type.String()),
+    mcp_servers: Nullable(Type.Array(Type.String())),
   }),
   agent: Nullable(Type.Object({
     instance: Nullable(Type.String({ description: 'INSTANCE_ID of the replica that ran it.' })),
@@ -116,7 +137,9 @@ export const JobView = Type.Object({
 })
 export type JobView = Static<typeof JobView>
 
-/** A lighter view for listings: no prompt, output or diff. */
+const PROMPT_LINE_MAX = 200
+
+/** A lighter view for listings: no prompt (its first line only), output or diff. */
 export const JobSummary = Type.Object({
   job_id: Type.String(),
   tenant: Type.String(),
@@ -131,8 +154,12 @@ export const JobSummary = Type.Object({
   metadata: Nullable(AnyObject),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
   total_cost_usd: Nullable(Type.Number()),
+  prompt_first_line: Type.String({ description: `The prompt's first line that is not blank, trimmed, at most ${PROMPT_LINE_MAX} characters.` }),
+  run_ms: Nullable(Type.Integer({ description: 'From leaving the queue to the end, once the job ended.' })),
 })
 export type JobSummary = Static<typeof JobSummary>
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 
 const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
 
@@ -163,6 +190,13 @@ export function toJobView (record: RunRecord, queuePosition: number | undefined)
       max_budget_usd: request.max_budget_usd ?? null,
       metadata: request.metadata ?? null,
       callback_url: request.callback_url ?? null,
+      json_schema: request.json_schema ?? null,
+      allowed_tools: request.allowed_tools ?? null,
+      disallowed_tools: request.disallowed_tools ?? null,
+      append_system_prompt: request.append_system_prompt ?? null,
+      effort: request.effort ?? null,
+      fallback_model: request.fallback_model ?? null,
+      mcp_servers: request.mcp_servers ?? null,
     },
     agent: record.pid === null && record.agent === null
       ? null
@@ -190,6 +224,7 @@ export function toJobView (record: RunRecord, queuePosition: number | undefined)
           api_error_status: result.api_error_status ?? null,
           errors: Array.isArray(result.errors) ? result.errors : [],
           permission_denials: Array.isArray(result.permission_denials) ? result.permission_denials : [],
+          structured_output: isObject(result.structured_output) ? result.structured_output : null,
         },
     exit: record.exit,
     error: record.error,
@@ -214,7 +249,7 @@ export function toJobView (record: RunRecord, queuePosition: number | undefined)
 }
 
 export function toJobSummary (record: RunRecord): JobSummary {
-  const request = record.request
+  const request = record.request ?? { prompt: record.execute.spec.prompt }
   return {
     job_id: record.id,
     tenant: record.tenant,
@@ -223,11 +258,25 @@ export function toJobSummary (record: RunRecord): JobSummary {
     created_at: new Date(record.createdAt).toISOString(),
     started_at: iso(record.startedAt),
     finished_at: iso(record.finishedAt),
-    agent: request?.agent ?? null,
-    model: request?.model ?? null,
-    ref: request?.ref ?? null,
-    metadata: request?.metadata ?? null,
+    agent: request.agent ?? null,
+    model: request.model ?? null,
+    ref: request.ref ?? null,
+    metadata: request.metadata ?? null,
     error: record.error,
     total_cost_usd: record.result?.total_cost_usd ?? null,
+    prompt_first_line: firstLine(request.prompt, PROMPT_LINE_MAX),
+    run_ms: record.startedAt === null || record.finishedAt === null ? null : record.finishedAt - record.startedAt,
   }
+}
+
+/**
+ * The first line with something on it, cut at `max` characters (code points). Listings call it
+ * for every job on a page and prompts reach 1 MiB, so it looks at no more than it keeps.
+ */
+export function firstLine (text: string, max: number): string {
+  const start = text.search(/\S/)
+  if (start === -1) return ''
+  const head = text.slice(start, start + 2 * max + 1)
+  const chars = Array.from(head.split(/[\r\n]/, 1)[0]!.trimEnd())
+  return chars.length <= max ? chars.join('') : chars.slice(0, max - 1).join('') + '…'
 }

@@ -12,7 +12,7 @@ export interface MessagesCall {
     stream?: boolean
     system?: string | Array<{ type: string, text: string }>
     messages: Array<{ role: string, content: string | Array<Record<string, any>> }>
-    tools?: Array<{ name: string }>
+    tools?: Array<{ name: string, input_schema?: Record<string, unknown> }>
     [key: string]: unknown
   }
 }
@@ -168,3 +168,19 @@ export function toolResults (call: MessagesCall): string[] {
 }
 
 export const hasToolResult = (call: MessagesCall): boolean => toolResults(call).length > 0
+
+/** A tool the CLI offered the model in this call, by name. */
+export function toolNamed (call: MessagesCall, name: string): { name: string, input_schema?: Record<string, unknown> } | undefined {
+  return call.body.tools?.find(tool => tool.name === name)
+}
+
+/**
+ * How the API answers a model asked for structured output: the CLI (with `--json-schema`) offers
+ * a `StructuredOutput` tool whose input_schema is the schema, and the model calls it with the
+ * object. Without that tool, the model can only answer in prose.
+ */
+export function structuredReply (call: MessagesCall, output: Record<string, unknown>): Reply {
+  return toolNamed(call, 'StructuredOutput') === undefined
+    ? { text: 'There is no StructuredOutput tool, so here is prose.' }
+    : { toolUse: { name: 'StructuredOutput', input: output } }
+}

@@ -1,0 +1,65 @@
+/// <reference lib="dom" />
+// Code passed to page.evaluate runs in the page: it is typed against the DOM.
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+
+/** Debian's Chromium (apt, installed by ./dev test); playwright-core never downloads a browser. */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+
+/**
+ * Headless, with the background traffic of a desktop browser off: this machine reaches no network
+ * but loopback, and refused connections at every start slow it down.
+ */
+export function launchChromium (): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-default-apps', '--disable-extensions'],
+  })
+}
+
+export interface PageProblems {
+  /** console.error lines, uncaught exceptions, failed requests, CSP violations, dialogs opened. */
+  all: string[]
+  dialogs: string[]
+  violations: string[]
+}
+
+/**
+ * A page whose every problem is recorded: anything the page logs as an error, throws, fails to
+ * load, any Content-Security-Policy violation (seen by a listener the browser adds before the
+ * page's own scripts, outside its CSP) and any dialog (dismissed at once: alert(1) must never run).
+ */
+export async function watchedPage (context: BrowserContext): Promise<{ page: Page, problems: PageProblems }> {
+  const problems: PageProblems = { all: [], dialogs: [], violations: [] }
+  await context.exposeBinding('__reportViolation', (_source, text: string) => {
+    problems.violations.push(text)
+    problems.all.push(`csp: ${text}`)
+  })
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', event => {
+      void (window as unknown as { __reportViolation: (text: string) => Promise<void> }).__reportViolation(`${event.violatedDirective} blocked ${event.blockedURI} at ${event.sourceFile}:${event.lineNumber}`)
+    })
+  })
+  const page = await context.newPage()
+  page.on('console', message => { if (message.type() === 'error') problems.all.push(`console: ${message.text()}`) })
+  page.on('pageerror', error => problems.all.push(`pageerror: ${error.message}`))
+  page.on('requestfailed', request => {
+    // A page left while its event stream is open aborts that request; that is no problem.
+    if (request.failure()?.errorText !== 'net::ERR_ABORTED') problems.all.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`)
+  })
+  page.on('dialog', dialog => {
+    problems.dialogs.push(`${dialog.type()}: ${dialog.message()}`)
+    problems.all.push(`dialog: ${dialog.type()} ${dialog.message()}`)
+    void dialog.dismiss()
+  })
+  return { page, problems }
+}
+
+/** Signs in through the form, as a person would. */
+export async function signIn (page: Page, base: string, token: string, hash = '#/'): Promise<void> {
+  await page.goto(`${base}/ui/${hash}`)
+  await page.getByLabel('Bearer token').fill(token)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.locator('#nav').waitFor({ state: 'visible' })
+}
