@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { CliResult } from './agent/stream-json.ts'
-import type { QueueCounts, RunRecord } from './engine/types.ts'
+import type { ClusterCounts, QueueCounts, RunRecord } from './engine/types.ts'
 
 const PREFIX = 'claude_runner_'
 /** Seconds: from a few milliseconds (HTTP, a warm workspace) to an hour-long agent run. */
@@ -27,8 +27,8 @@ export class Metrics {
   /** Read at scrape time; kept so the registry's gauges have an owner. */
   readonly #gauges: Gauge[]
 
-  /** `runner` is read at scrape time for the queue and slot gauges. */
-  constructor (runner: () => QueueCounts) {
+  /** `runner` is read at scrape time for the queue and slot gauges; `cluster` too (Redis engine only). */
+  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null) {
     const registers = [this.registry]
     this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by terminal status and error code.', labelNames: ['status', 'error'], registers })
     this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by outcome.', labelNames: ['outcome'], registers })
@@ -39,6 +39,10 @@ export class Metrics {
       gauge(`${PREFIX}active_runs`, 'Agent runs in progress.', () => runner().active),
       gauge(`${PREFIX}capacity`, 'MAX_CONCURRENCY.', () => runner().capacity),
       gauge(`${PREFIX}draining`, '1 while the service drains for shutdown.', () => runner().closing ? 1 : 0),
+      gauge(`${PREFIX}cluster_queue_depth`, 'Redis engine: runs waiting for a slot anywhere in the cluster (else as queue_depth).', () => cluster()?.queued ?? runner().queued),
+      gauge(`${PREFIX}cluster_active_runs`, 'Redis engine: runs executing on any replica (else as active_runs).', () => cluster()?.active ?? runner().active),
+      gauge(`${PREFIX}cluster_capacity`, 'Redis engine: the MAX_CONCURRENCY of every replica taking work, summed (else as capacity).', () => cluster()?.capacity ?? runner().capacity),
+      gauge(`${PREFIX}cluster_replicas`, 'Redis engine: replicas alive (else 1).', () => cluster()?.replicas ?? 1),
       gauge('process_resident_memory_bytes', 'Resident set size.', () => process.memoryUsage.rss()),
       gauge('nodejs_heap_used_bytes', 'V8 heap in use.', () => process.memoryUsage().heapUsed),
       gauge('nodejs_eventloop_delay_p99_seconds', 'p99 event loop delay since the previous scrape.', () => {

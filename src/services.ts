@@ -109,7 +109,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     now,
   })
   // Read at scrape time only, by when the engine exists.
-  const metrics: Metrics = new Metrics(() => engine.queue.counts)
+  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster)
   const onFinished = (record: RunRecord): void => {
     if (record.kind !== 'job') return
     metrics.jobFinished(record)

@@ -104,12 +104,9 @@ export class MemoryWorkQueue implements WorkQueue {
       return 'dequeued'
     }
     const running = this.#running.get(id)
-    if (running !== undefined) {
-      running.entry.record.cancel ??= { requestedAt: this.#options.now(), reason }
-      running.controller.abort(new RunCancelledError(reason))
-      return 'signalled'
-    }
-    return 'unknown'
+    if (running === undefined) return 'unknown'
+    this.#abort(running, reason)
+    return 'signalled'
   }
 
   async position (id: string): Promise<number | undefined> {
@@ -137,8 +134,15 @@ export class MemoryWorkQueue implements WorkQueue {
       ])
       clearTimeout(timer)
     }
-    for (const { controller } of this.#running.values()) controller.abort(new RunCancelledError('shutdown'))
+    for (const running of this.#running.values()) this.#abort(running, 'shutdown')
     await this.#slots.onIdle()
+  }
+
+  /** Stops a running run: its signal aborts, and its record says who asked. */
+  #abort (running: Running, reason: CancelReason): void {
+    if (running.controller.signal.aborted) return
+    running.entry.record.cancel ??= { requestedAt: this.#options.now(), reason }
+    running.controller.abort(new RunCancelledError(reason))
   }
 
   #dispatch (): void {

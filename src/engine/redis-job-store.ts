@@ -84,7 +84,7 @@ export class RedisJobStore implements JobStore {
       pipeline.get(this.key(id))
       pipeline.hmget(this.key(id, 'meta'), 'seq', 'status', 'cancel', 'cbdone')
       pipeline.lrange(this.key(id, 'cb'), 0, -1)
-      pipeline.zscore(`${this.#prefix}:finished`, id)
+      pipeline.zscore(`${this.#prefix}:expiry`, id)
     }
     const replies = await pipeline.exec().catch(error => { throw unavailable(error) })
     if (replies === null) throw unavailable(new Error('Connection is closed'))

@@ -17,7 +17,8 @@ import type { Redis } from 'ioredis'
  *   P:counts            hash: inflight (admitted, not finished), dispatched, running, retained (bytes)
  *   P:tenant:T          hash: inflight, dispatched, cap (max_running, '' for none)
  *   P:list, P:list:T    zset seq → id of jobs (not chats), for GET /jobs
- *   P:finished          zset expiry time → id; P:finbytes  hash id → "bytes\ntenant\nidem key"
+ *   P:finished          zset finish order → id (the count and byte bounds drop the first);
+ *   P:expiry            zset expiry time → id (the TTL); P:finbytes  hash id → "bytes\ntenant\nidem key"
  *   P:idem:T:KEY        the run made with that Idempotency-Key
  *   P:replicas          hash instance → JSON; P:capacity  hash instance → MAX_CONCURRENCY (not draining)
  *   P:alive:INSTANCE    heartbeat, expires after REPLICA_TIMEOUT_SECONDS
@@ -74,6 +75,7 @@ local function delete_run(id)
   end
   redis.call('ZREM', k('list'), id)
   redis.call('ZREM', k('finished'), id)
+  redis.call('ZREM', k('expiry'), id)
   redis.call('DEL', run(id), run(id) .. ':out', run(id) .. ':ev', run(id) .. ':meta', run(id) .. ':cb')
 end
 `
@@ -254,7 +256,8 @@ redis.call('HSET', meta, 'status', status)
 append_event(id, 'status', event, now, max_events, max_bytes)
 local idem = redis.call('HGET', meta, 'idem') or ''
 local bytes = #record + #output + n(redis.call('HGET', meta, 'evbytes'))
-redis.call('ZADD', k('finished'), expires_at, id)
+redis.call('ZADD', k('finished'), redis.call('INCR', k('finseq')), id)
+redis.call('ZADD', k('expiry'), expires_at, id)
 redis.call('HSET', k('finbytes'), id, bytes .. '\\n' .. tenant .. '\\n' .. idem)
 redis.call('HINCRBY', k('counts'), 'retained', bytes)
 local usage = k('usage', tenant, date)
@@ -327,7 +330,7 @@ return stats()
 
   /** Finished runs past their TTL leave the indexes (their keys expired by themselves). ARGV: P, now → count */
   sweep: `
-local ids = redis.call('ZRANGEBYSCORE', k('finished'), '-inf', ARGV[2], 'LIMIT', 0, 1000)
+local ids = redis.call('ZRANGEBYSCORE', k('expiry'), '-inf', ARGV[2], 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do delete_run(id) end
 return #ids
 `,

@@ -3,6 +3,7 @@ import { Type, type Static } from 'typebox'
 import type { CliInfo } from '../agent/cli-info.ts'
 import type { AppContext } from '../app.ts'
 import { Nullable, StringEnum } from '../schemas/common.ts'
+import type { EngineHealth } from '../engine/types.ts'
 import type { WorkspaceInfo } from '../workspace/workspace.ts'
 
 const Workspace = Type.Object({
@@ -17,12 +18,28 @@ const Workspace = Type.Object({
   last_error: Type.Optional(Nullable(Type.String())),
 })
 
+const Engine = Type.Object({
+  kind: StringEnum(['memory', 'redis'], { description: '`redis` with REDIS_URL: replicas share one queue; else this process alone.' }),
+  instance: Type.String({ description: 'INSTANCE_ID of this replica.' }),
+  redis: Nullable(Type.Object({
+    state: StringEnum(['connected', 'disconnected']),
+    last_error: Nullable(Type.String()),
+  })),
+})
+
+const Cluster = Type.Object({
+  replicas: Type.Integer({ description: 'Replicas alive (heartbeat within REPLICA_TIMEOUT_SECONDS).' }),
+  active: Type.Integer({ description: 'Runs executing on any replica.' }),
+  queued: Type.Integer({ description: 'Runs waiting for a slot anywhere.' }),
+  capacity: Type.Integer({ description: 'The sum of the MAX_CONCURRENCY of replicas taking work.' }),
+}, { description: 'Redis engine: the whole cluster, refreshed in the background (about every second).' })
+
 const HealthBody = Type.Object({
-  status: StringEnum(['ok', 'draining']),
-  busy: Type.Boolean({ description: 'True when every slot is taken: a new job will wait in the queue.' }),
-  active: Type.Integer({ description: 'Agent runs in progress (jobs and chat completions).' }),
-  queued: Type.Integer({ description: 'Runs waiting for a slot.' }),
-  capacity: Type.Integer({ description: 'MAX_CONCURRENCY.' }),
+  status: StringEnum(['ok', 'draining', 'unavailable'], { description: '`unavailable` (503): Redis cannot be reached; `draining` (503): shutting down.' }),
+  busy: Type.Boolean({ description: 'True when every slot of this replica is taken.' }),
+  active: Type.Integer({ description: 'Agent runs in progress on this replica (jobs and chat completions).' }),
+  queued: Type.Integer({ description: 'Runs waiting for a slot (with Redis: anywhere in the cluster).' }),
+  capacity: Type.Integer({ description: 'MAX_CONCURRENCY of this replica.' }),
   max_queue_depth: Type.Integer(),
   version: Type.String(),
   uptime_seconds: Type.Integer(),
@@ -33,6 +50,8 @@ const HealthBody = Type.Object({
     error: Nullable(Type.String()),
   }),
   workspace: Workspace,
+  engine: Engine,
+  cluster: Nullable(Cluster),
 })
 type HealthBody = Static<typeof HealthBody>
 
@@ -44,7 +63,7 @@ type HealthBody = Static<typeof HealthBody>
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
   const { engine, cli, workspaces } = ctx
-  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, json: string } | undefined
+  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, engine: EngineHealth, json: string } | undefined
 
   app.get('/health', {
     schema: {
@@ -60,12 +79,13 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     const uptime = Math.floor((ctx.now() - ctx.startedAt) / 1000)
     const info = cli.info
     const workspace = workspaces.describe()
-    if (closing) void reply.code(503)
+    const health = engine.health()
+    if (closing || !health.connected) void reply.code(503)
     let answer = last
     if (answer === undefined || answer.closing !== closing || answer.active !== active || answer.queued !== queued ||
-      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace) {
+      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace || answer.engine !== health) {
       const body: HealthBody = {
-        status: closing ? 'draining' : 'ok',
+        status: closing ? 'draining' : health.connected ? 'ok' : 'unavailable',
         busy: active >= counts.capacity,
         active,
         queued,
@@ -80,9 +100,15 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
           error: info.state === 'missing' ? info.error : null,
         },
         workspace,
+        engine: {
+          kind: health.kind,
+          instance: engine.instance,
+          redis: health.kind === 'redis' ? { state: health.connected ? 'connected' : 'disconnected', last_error: health.lastError } : null,
+        },
+        cluster: health.cluster,
       }
       // The route's own serializer (from HealthBody), the same for 200 and 503.
-      answer = last = { closing, active, queued, uptime, info, workspace, json: reply.serialize(body) as string }
+      answer = last = { closing, active, queued, uptime, info, workspace, engine: health, json: reply.serialize(body) as string }
     }
     // A string is sent as it is: serialised above, by the same schema.
     void reply.type('application/json; charset=utf-8').send(answer.json as unknown as HealthBody)
