@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
 import { toHttpError } from './http/errors.ts'
+import { registerJsonBody } from './http/json-body.ts'
 import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
@@ -43,7 +44,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
   // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
-  app.removeContentTypeParser('text/plain')
+  registerJsonBody(app, BODY_LIMIT)
 
   const ctx = await createServices(config, deps, app.log as Logger)
   app.decorate('ctx', ctx)
@@ -94,8 +95,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     await scope.register(uiRoutes)
   })
   // Everything else needs a token: each API in a scope of its own, with its error shape.
+  // The scheme is case-insensitive (RFC 9110): `bearer <token>` is as good as `Bearer <token>`.
   const authenticate = async (scope: FastifyInstance, keys: string[]): Promise<void> => {
-    await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug' })
+    await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug', specCompliance: 'rfc6749' })
     scope.addHook('onRequest', (request, reply, done) => { scope.verifyBearerAuth!(request, reply, done) })
   }
   await app.register(async function jobsApi (scope) {
