@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
+import { onClientError } from './http/client-errors.ts'
 import { toHttpError } from './http/errors.ts'
 import { registerJsonBody } from './http/json-body.ts'
 import { validatorCompiler } from './http/validation.ts'
@@ -39,6 +40,16 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     ...(isPinoLogger(loggerOption) ? { loggerInstance: loggerOption as FastifyBaseLogger } : { logger: loggerOption }),
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // Counts only receiving a request (headers and body): responses and streams are not limited.
+    // Node 24 takes it only when its server is created (Fastify sets it later, to no effect), and
+    // checks for expired requests every 30 s unless told otherwise.
+    requestTimeout: Math.round(config.requestTimeoutSeconds * 1000),
+    http: {
+      requestTimeout: Math.round(config.requestTimeoutSeconds * 1000),
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.round(config.requestTimeoutSeconds * 250))),
+    },
+    // Requests that cannot be read (a timeout, headers too large, not HTTP): in the API's shape.
+    clientErrorHandler: onClientError,
     // One line per request (below), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>()

@@ -108,6 +108,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     executor: chatExecutor,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,

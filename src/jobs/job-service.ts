@@ -37,6 +37,8 @@ export class JobService {
   readonly #options: JobServiceOptions
   readonly #sweep: NodeJS.Timeout
   readonly #settled = new Set<Promise<void>>()
+  /** Long-polls waiting for a job to end, each removed as soon as it returns. */
+  readonly #waiters = new Map<Job, Set<() => void>>()
   #seq = 0
 
   constructor (options: JobServiceOptions) {
@@ -103,21 +105,27 @@ export class JobService {
     return job
   }
 
-  /** Resolves when the job is terminal or after `ms`, whichever comes first. */
+  /**
+   * Resolves when the job is terminal or after `ms`, whichever comes first. A wait that returns
+   * leaves nothing behind (a race on `job.done` would keep each one until the job ends).
+   */
   async wait (job: Job, ms: number, signal?: AbortSignal): Promise<void> {
-    if (job.terminal || ms <= 0) return
-    let timer: NodeJS.Timeout | undefined
-    let onAbort: (() => void) | undefined
-    await Promise.race([
-      job.done,
-      new Promise<void>(resolve => {
-        timer = setTimeout(resolve, ms)
-        onAbort = resolve
-        signal?.addEventListener('abort', onAbort, { once: true })
-      }),
-    ])
-    clearTimeout(timer)
-    if (onAbort) signal?.removeEventListener('abort', onAbort)
+    if (job.terminal || ms <= 0 || signal?.aborted === true) return
+    const { promise, resolve: settle } = Promise.withResolvers<void>()
+    const resolve = (): void => settle()
+    let waiters = this.#waiters.get(job)
+    if (waiters === undefined) this.#waiters.set(job, waiters = new Set())
+    waiters.add(resolve)
+    const timer = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', resolve, { once: true })
+    try {
+      await promise
+    } finally {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', resolve)
+      waiters.delete(resolve)
+      if (waiters.size === 0 && this.#waiters.get(job) === waiters) this.#waiters.delete(job)
+    }
   }
 
   /** Waits for every accepted job to be terminal (the runner decides how long running ones get). */
@@ -177,6 +185,7 @@ export class JobService {
   #finish (job: Job, status: Exclude<JobStatus, 'queued' | 'running'>, outcome: Parameters<Job['finish']>[2]): void {
     if (job.terminal) return
     job.finish(status, this.#options.now(), outcome)
+    for (const wake of this.#waiters.get(job) ?? []) wake()
     this.#options.store.finished(job)
     this.#options.logger.info({
       jobId: job.id,

@@ -15,6 +15,12 @@ export const JobStatus = {
 } as const
 export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus]
 
+/** Rough heap cost of one kept string (a line, an event) and one small object (a file, a commit) beyond their JSON. */
+const LINE_OVERHEAD = 32
+const ENTRY_OVERHEAD = 64
+
+const jsonBytes = (value: unknown): number => value == null ? 0 : Buffer.byteLength(JSON.stringify(value))
+
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'timed_out', 'cancelled'])
 
 /** Finer than status: where a running job is. `status` stays `running` through all three. */
@@ -152,14 +158,19 @@ export class Job {
     this.#done.resolve()
   }
 
-  /** Approximate bytes this job holds, for the store's memory budget. */
+  /**
+   * Approximate bytes this job holds, for the store's memory budget: everything a finished job
+   * keeps (request, result, output, changes with their file and commit lists, events), as JSON,
+   * plus a little per object for what JSON does not show.
+   */
   retainedBytes (): number {
-    return Buffer.byteLength(this.request.prompt) +
-      (this.request.json_schema ? Buffer.byteLength(JSON.stringify(this.request.json_schema)) : 0) +
-      (this.request.append_system_prompt ? Buffer.byteLength(this.request.append_system_prompt) : 0) +
-      (this.output?.keptBytes ?? 0) +
-      (this.changes ? Buffer.byteLength(this.changes.diff) : 0) +
-      this.events.bytes +
+    const events = this.events.lastId - this.events.firstId + 1
+    return jsonBytes(this.request) +
+      jsonBytes(this.result) +
+      jsonBytes(this.error) +
+      (this.output === null ? 0 : this.output.keptBytes + this.output.lines.length * LINE_OVERHEAD + Buffer.byteLength(this.output.stderrTail)) +
+      (this.changes === null ? 0 : jsonBytes(this.changes) + (this.changes.files.length + this.changes.commits.length) * ENTRY_OVERHEAD) +
+      this.events.bytes + events * LINE_OVERHEAD +
       2048
   }
 

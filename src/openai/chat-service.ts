@@ -56,6 +56,8 @@ export interface ChatServiceOptions {
   /** Checks a `response_format` schema the way the CLI will. */
   controls: AgentControls
   timeoutMs: number
+  /** The answer is cut here (MAX_OUTPUT_BYTES of UTF-8), the run stopped, and `finish_reason` is `length`. */
+  maxAnswerBytes: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
   permissionMode?: string | undefined
@@ -67,6 +69,11 @@ export interface ChatServiceOptions {
 /** A chat completion the client no longer waits for: nothing to answer. */
 export class ClientGoneError extends Error {
   override name = 'ClientGoneError'
+}
+
+/** Why a run was stopped once its answer reached MAX_OUTPUT_BYTES (an abort reason). */
+class AnswerLimitError extends Error {
+  override name = 'AnswerLimitError'
 }
 
 /**
@@ -99,8 +106,22 @@ export class ChatService {
     const { prompt, system } = toAgentPrompt(request.messages)
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`
     const created = Math.floor(this.#options.now() / 1000)
-    const relay = new DeltaRelay(handlers.onDelta)
-    const texts: string[] = []
+    // The answer is bounded like a job's output: past the bound the run is stopped, and what was
+    // said so far is the answer, with finish_reason "length".
+    const budget = new AnswerBudget(this.#options.maxAnswerBytes)
+    const limit = new AbortController()
+    const take = (text: string): string => {
+      const piece = budget.take(text)
+      if (budget.exhausted && !limit.signal.aborted) limit.abort(new AnswerLimitError('the answer reached MAX_OUTPUT_BYTES'))
+      return piece
+    }
+    const { onDelta } = handlers
+    const relay = new DeltaRelay(onDelta && (text => {
+      const piece = take(text)
+      if (piece !== '') onDelta(piece)
+    }))
+    // Only a non-streamed answer is kept: a streamed one is relayed as it comes.
+    let content = ''
     let model = request.model
     const structured = request.jsonSchema !== undefined
     // Structured answers are not relayed as they come: the content must be the object's JSON.
@@ -108,9 +129,14 @@ export class ChatService {
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'init' && event.model !== null) model = event.model
       if ('parent_tool_use_id' in event && event.parent_tool_use_id !== null) return
-      if (event.type === 'text') texts.push(event.text)
-      else if (relaying) relay.push(event)
+      if (event.type === 'text') {
+        // The text blocks are the answer unless it is relayed as deltas, or structured.
+        if (!relaying && !structured && !budget.exhausted) content += take(content === '' ? event.text : `\n\n${event.text}`)
+      } else if (relaying) {
+        relay.push(event)
+      }
     }
+    const stop = AbortSignal.any([signal, limit.signal])
     const run = this.#options.runner.schedule(id, runSignal => this.#options.executor.execute({
       id,
       spec: {
@@ -122,14 +148,21 @@ export class ChatService {
         effort: request.effort,
         ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
       },
-    }, { onEvent }, runSignal), { signal, timeoutMs: this.#options.timeoutMs, kind: 'chat' })
+    }, { onEvent }, runSignal), { signal: stop, timeoutMs: this.#options.timeoutMs, kind: 'chat' })
     const finished = this.#options.onFinished
     const result = run.then(
       outcome => {
-        finished?.(outcome.status === 'cancelled' && signal.aborted ? 'client_gone' : outcome.status, outcome.result)
-        const done = answer(signal, outcome, { id, created, model, content: texts.join('\n\n') }, structured)
+        const cut = limit.signal.aborted && !signal.aborted
+        finished?.(cut ? 'length' : outcome.status === 'cancelled' && signal.aborted ? 'client_gone' : outcome.status, outcome.result)
+        if (cut) return { id, created, model, content, finishReason: 'length' as const, usage: usageOf(outcome.result) }
+        const done = answer(signal, outcome, { id, created, model, content }, structured)
         if (structured && request.stream) handlers.onDelta?.(done.content)
-        return done
+        // A final result text, when no text block was kept, is bounded too. (A structured answer
+        // and a relayed one are bounded already: the result line is at most MAX_OUTPUT_BYTES,
+        // and relayed deltas were counted as they went.)
+        if (structured || relaying || done.content === content) return done
+        const bounded = take(done.content)
+        return budget.exhausted ? { ...done, content: bounded, finishReason: 'length' as const } : done
       },
       (error: unknown) => {
         finished?.(signal.aborted ? 'client_gone' : 'cancelled', null)
@@ -170,6 +203,36 @@ class DeltaRelay {
       this.#sent = true
       this.#onDelta(event.text)
     }
+  }
+}
+
+/** What is left of MAX_OUTPUT_BYTES for the answer; a piece that does not fit is cut at a character boundary. */
+class AnswerBudget {
+  #left: number
+  #exhausted = false
+
+  constructor (bytes: number) {
+    this.#left = bytes
+  }
+
+  get exhausted (): boolean {
+    return this.#exhausted
+  }
+
+  take (text: string): string {
+    if (this.#exhausted) return ''
+    const bytes = Buffer.byteLength(text)
+    if (bytes <= this.#left) {
+      this.#left -= bytes
+      return text
+    }
+    const encoded = Buffer.from(text)
+    let end = this.#left
+    // Never split a UTF-8 sequence: back up to the start of the character.
+    while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--
+    this.#left = 0
+    this.#exhausted = true
+    return encoded.subarray(0, end).toString('utf8')
   }
 }
 

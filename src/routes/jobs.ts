@@ -122,7 +122,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     const header = request.headers['last-event-id']
     const after = header !== undefined ? Number(header) : (request.query.after ?? 0)
     const subscription = job.events.subscribe(after, SUBSCRIBER_BUFFER_BYTES)
-    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000, writeTimeoutMs: ctx.config.sseWriteTimeoutSeconds * 1000 })
     // A follower too slow to keep up is cut off (it resumes from its last id), never waited for.
     subscription.onEnd = () => { if (subscription.overflowed) reply.raw.destroy() }
     reply.raw.once('close', () => { void subscription.return() })

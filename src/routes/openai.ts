@@ -135,7 +135,9 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     }
 
     const includeUsage = body.stream_options?.include_usage === true
-    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    // A client that does not read is cut off past the stream's buffer (or its write timeout): its
+    // close cancels the run as the client gone, so the answer is never held whole in memory.
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000, writeTimeoutMs: ctx.config.sseWriteTimeoutSeconds * 1000 })
     let roleSent = false
     const chunk = (delta: Record<string, string>, finishReason: string | null): string => JSON.stringify({
       id: run.id,
