@@ -110,12 +110,20 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
   })
 
   app.get('/jobs/:id/events', {
+    // HEAD would hold the connection open for a stream it never shows.
+    exposeHeadRoute: false,
     schema: {
       summary: 'Server-Sent Events of the job: status changes and what the agent does, then `end` with the job. Resume with Last-Event-ID.',
       params: JobParams,
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
       querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0, description: 'Like Last-Event-ID, for clients that cannot set headers.' })) }),
-      response: { 404: ErrorBody },
+      response: {
+        200: {
+          description: 'An event stream: `id`, `event` and `data` (JSON) per event, every id above the one resumed after; `end` (the job JSON) comes last. See docs/api.md.',
+          content: { 'text/event-stream': { schema: Type.String() } },
+        },
+        404: ErrorBody,
+      },
     },
   }, async (request, reply) => {
     const job = find(request.params.id)
@@ -129,12 +137,21 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     reply.hijack()
     sse.start()
     sse.watch()
-    if (subscription.missed) sse.send(JSON.stringify({ first_id: job.events.firstId }), { event: 'gap' })
+    // Every event has an id above the one asked for, so a follower that resumes after any id it
+    // got never sees an event twice: `gap` takes the id just before the oldest event kept, `end`
+    // the one after the last.
+    let lastId = after
+    if (subscription.missed) {
+      lastId = job.events.firstId - 1
+      sse.send(JSON.stringify({ first_id: job.events.firstId }), { event: 'gap', id: lastId })
+    }
     for await (const event of subscription) {
+      if (event.id <= lastId) continue
+      lastId = event.id
       if (!sse.send(event.json, { event: event.type, id: event.id })) await sse.drained()
       if (sse.closed) break
     }
-    if (!subscription.overflowed && !sse.closed) sse.send(JSON.stringify(view(job)), { event: 'end' })
+    if (!subscription.overflowed && !sse.closed) sse.send(JSON.stringify(view(job)), { event: 'end', id: lastId + 1 })
     sse.end()
     return reply
   })
@@ -177,7 +194,13 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     schema: {
       summary: 'The raw stream-json lines the agent printed (at most MAX_OUTPUT_BYTES), as NDJSON.',
       params: JobParams,
-      response: { 200: Type.String(), 404: ErrorBody },
+      response: {
+        200: {
+          description: 'One JSON value per line; `X-Output-Truncated: true` when lines were dropped past MAX_OUTPUT_BYTES.',
+          content: { 'application/x-ndjson': { schema: Type.String() } },
+        },
+        404: ErrorBody,
+      },
     },
   }, async (request, reply) => {
     const job = find(request.params.id)

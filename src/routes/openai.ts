@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import type { AppContext } from '../app.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import { toHttpError } from '../http/errors.ts'
+import { routeMiss } from '../http/route-contract.ts'
 import { SseStream } from '../http/sse.ts'
 import { ClientGoneError, type ChatOutcome, type ChatRequest } from '../openai/chat-service.ts'
 import { ChatCompletion, ChatCompletionBody, ModelList, ModelObject, OpenAIErrorBody } from '../schemas/openai.ts'
@@ -85,8 +86,8 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
     void reply.code(statusCode).headers(headers).send(body)
   })
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: { message: `Unknown request URL: ${request.method} ${request.url.split('?')[0]}`, type: 'invalid_request_error', param: null, code: 'not_found' } })
+  app.setNotFoundHandler(async request => {
+    throw routeMiss(app, request, `Unknown request URL: ${request.method} ${request.url.split('?')[0]}`)
   })
 
   const created = Math.floor(ctx.startedAt / 1000)
@@ -113,7 +114,14 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     schema: {
       summary: 'OpenAI Chat Completions, answered by claude -p (streaming with stream: true).',
       body: ChatCompletionBody,
-      response: { 200: ChatCompletion, 400: OpenAIErrorBody, 401: OpenAIErrorBody, 404: OpenAIErrorBody, 429: OpenAIErrorBody, 500: OpenAIErrorBody, 502: OpenAIErrorBody, 503: OpenAIErrorBody, 504: OpenAIErrorBody },
+      response: {
+        200: {
+          description: 'A `chat.completion`; with `stream: true` an event stream of `chat.completion.chunk`s (`data: <json>`), then `data: [DONE]`.',
+          content: { 'application/json': { schema: ChatCompletion }, 'text/event-stream': { schema: Type.String() } },
+        },
+        400: OpenAIErrorBody,
+        ...Object.fromEntries([401, 404, 429, 500, 502, 503, 504].map(status => [status, OpenAIErrorBody])),
+      },
     },
   }, async (request, reply) => {
     const body = request.body
