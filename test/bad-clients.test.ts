@@ -43,8 +43,9 @@ describe('a streaming chat completion whose client never reads', () => {
     await expectAllGone([readPid(`${dir}/agent`)])
     expect(app.ctx.runner.active).toBe(0)
     await vi.waitFor(async () => expect(await openConnections(app)).toBe(0))
-    // Without the bound the whole answer waits in memory for the client (64 MiB and more).
-    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(48 * MiB)
+    // Without the bound the whole answer waits in memory for the client, on top of the run's own
+    // output (64 MiB each). With it: measured 37.5 MiB, mostly the run's output kept until the cut.
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(64 * MiB)
   })
 
   it('answers a MAX_OUTPUT_BYTES answer cut there, with finish_reason "length", streamed or not', async () => {
