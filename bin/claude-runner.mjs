@@ -20,11 +20,19 @@ const EXIT = {
   usage: 64,
   /** The server refused the request (4xx). */
   refused: 65,
-  /** The server could not be reached or failed (5xx). */
+  /** The server could not be reached or kept failing (connection refused or dropped, 5xx). */
   unavailable: 69,
   /** `wait --timeout` ran out while the job still runs. */
   pending: 75,
+  /** The server no longer knows a job it had accepted: it was restarted (or killed) meanwhile. */
+  lost: 76,
 }
+
+/** Attempts after the server last answered before giving up: about 90 s of backoff in all. */
+const MAX_FAILURES = 10
+const backoffMs = failures => Math.min(500 * 2 ** (failures - 1), 15_000)
+/** `wait` never asks again sooner than this, whatever the server answers. */
+const MIN_POLL_MS = 1000
 
 const HELP = `usage: claude-runner <command> [options]
 
@@ -39,6 +47,8 @@ commands:
 options:
   --url URL            server (env CLAUDE_RUNNER_URL, default http://127.0.0.1:8080)
   --token TOKEN        bearer token (env CLAUDE_RUNNER_TOKEN)
+  --connect-timeout S  keep trying to reach the server for S seconds before giving up
+                       (default 0: a refused first connection fails at once)
   -f, --file FILE      read the prompt from FILE ("-" for standard input)
   --agent NAME         run .claude/agents/NAME.md as the main agent
   --model MODEL        model alias or id
@@ -52,11 +62,16 @@ options:
   --idempotency-key K  resubmitting with the same key returns the same job (default: one per run)
   --detach             run: print the job id and return without following
   --json               print the job JSON instead of the answer
-  -q, --quiet          no progress lines
+  -q, --quiet          no progress lines (retries are still reported)
   -h, --help, --version
 
+Once the server has answered, a dropped connection, a refused one or a 502/503/504 is retried
+with backoff, ${MAX_FAILURES} times (about 90 s); an event stream that delivered anything starts
+the count again.
+
 exit codes: 0 completed, 1 failed, 2 timed out, 3 cancelled, 64 usage, 65 refused by the
-server, 69 server unreachable or failing, 75 still running when wait gave up`
+server, 69 server unreachable or failing, 75 still running when wait gave up, 76 the server
+lost the job (it was restarted while the job ran; resubmit it)`
 
 class CliError extends Error {
   constructor (message, code) {
@@ -72,6 +87,7 @@ function options (argv) {
     options: {
       url: { type: 'string' },
       token: { type: 'string' },
+      'connect-timeout': { type: 'string' },
       file: { type: 'string', short: 'f' },
       agent: { type: 'string' },
       model: { type: 'string' },
@@ -101,48 +117,142 @@ function number (value, name, integer = false) {
   return parsed
 }
 
+const sleepFor = ms => ms > 0 ? sleep(ms) : Promise.resolve()
+
+/** Why fetch failed, in a few words: `connect ECONNREFUSED 127.0.0.1:9`, `other side closed`. */
+const fetchFailure = error => error.cause?.message ?? error.message
+
+/**
+ * Failures that mean something took the connection and then dropped it (a server killed while it
+ * answered, a proxy), as opposed to nothing being there to connect to.
+ */
+const AFTER_CONNECT = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+const wasConnected = error => AFTER_CONNECT.has(error.cause?.code) || error.name === 'TimeoutError'
+
 class Client {
-  constructor ({ url, token }) {
+  constructor ({ url, token, connectTimeoutMs, progress }) {
     this.url = url.replace(/\/+$/, '')
     this.token = token
+    this.progress = progress
+    this.connectTimeoutMs = connectTimeoutMs
+    this.connectDeadline = Date.now() + connectTimeoutMs
+    /** True once the server has answered anything: from then on failures are retried. */
+    this.reached = false
+    /** Failed attempts since the server last answered (or a stream last delivered). */
+    this.failures = 0
+    /** Jobs this invocation has seen exist: a 404 for one of them means the server lost it. */
+    this.known = new Set()
   }
 
-  async request (method, path, { body, headers = {}, signal } = {}) {
-    let response
-    try {
-      response = await fetch(`${this.url}${path}`, {
-        method,
-        headers: {
-          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-          ...headers,
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal,
-      })
-    } catch (error) {
-      throw new CliError(`cannot reach ${this.url}: ${error.cause?.message ?? error.message}`, EXIT.unavailable)
+  /**
+   * One request, retried until the server answers with something else than 502/503/504. Before
+   * the server ever answered, only within --connect-timeout; after, MAX_FAILURES times.
+   */
+  async request (method, path, { body, headers = {}, timeoutMs, stream = false } = {}) {
+    for (;;) {
+      let response
+      try {
+        response = await fetch(`${this.url}${path}`, {
+          method,
+          headers: {
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...headers,
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs),
+        })
+      } catch (error) {
+        if (wasConnected(error)) this.#reach()
+        await this.failed(`${this.reached ? `${method} ${path} failed` : `cannot reach ${this.url}`}: ${fetchFailure(error)}`)
+        continue
+      }
+      this.#reach()
+      if (response.status === 502 || response.status === 503 || response.status === 504) {
+        const text = await response.text().catch(() => '')
+        const retryAfter = Number(response.headers.get('retry-after') ?? '')
+        await this.failed(`${method} ${path}: ${response.status} ${errorText(text)}`, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined)
+        continue
+      }
+      // A stream resets the count only once it delivered something (see follow).
+      if (!stream) this.failures = 0
+      return response
     }
-    return response
   }
 
-  async json (method, path, init) {
-    const response = await this.request(method, path, init)
-    const text = await response.text()
+  #reach () {
+    if (this.reached) return
+    this.reached = true
+    this.failures = 0
+  }
+
+  /** Counts a failed attempt: waits before the next one, or throws when there is no next one. */
+  async failed (message, waitMs) {
+    if (!this.reached) {
+      const left = this.connectDeadline - Date.now()
+      if (left <= 0) {
+        throw new CliError(this.connectTimeoutMs > 0 ? `${message} (gave up after --connect-timeout ${this.connectTimeoutMs / 1000}s)` : message, EXIT.unavailable)
+      }
+      const wait = Math.min(waitMs ?? backoffMs(++this.failures), left)
+      this.progress.warn(`${message}; retrying in ${(wait / 1000).toFixed(1)}s (--connect-timeout ${this.connectTimeoutMs / 1000}s)`)
+      await sleepFor(wait)
+      return
+    }
+    this.failures++
+    if (this.failures > MAX_FAILURES) throw new CliError(`${message}; gave up after ${MAX_FAILURES} attempts`, EXIT.unavailable)
+    const wait = waitMs ?? backoffMs(this.failures)
+    this.progress.warn(`${message}; retrying in ${(wait / 1000).toFixed(1)}s (attempt ${this.failures}/${MAX_FAILURES})`)
+    await sleepFor(wait)
+  }
+
+  /** The error for a refused request: `lost` when the server forgot a job it had. */
+  refusal (response, text, jobId) {
     let body
     try {
-      body = text === '' ? {} : JSON.parse(text)
+      body = JSON.parse(text)
     } catch {
-      body = { error: { code: 'bad_response', message: text.slice(0, 200) } }
+      body = {}
     }
-    if (!response.ok) {
-      const error = new CliError(`${response.status} ${body.error?.code ?? 'error'}: ${body.error?.message ?? text.slice(0, 200)}`,
-        response.status >= 500 ? EXIT.unavailable : EXIT.refused)
-      error.status = response.status
-      error.retryAfter = Number(response.headers.get('retry-after') ?? '')
-      throw error
+    if (response.status === 404 && jobId !== undefined && this.known.has(jobId)) {
+      return new CliError(`the server no longer has job ${jobId}: it was restarted (or killed) since it accepted the job, or the job was evicted; its outcome is lost, resubmit it`, EXIT.lost)
     }
-    return body
+    const error = new CliError(`${response.status} ${body.error?.code ?? 'error'}: ${body.error?.message ?? text.slice(0, 200)}`,
+      response.status >= 500 ? EXIT.unavailable : EXIT.refused)
+    error.status = response.status
+    error.retryAfter = Number(response.headers.get('retry-after') ?? '')
+    return error
+  }
+
+  /** A request whose answer is JSON; `job` names the job it is about. */
+  async json (method, path, { job, ...init } = {}) {
+    for (;;) {
+      const response = await this.request(method, path, init)
+      let text
+      try {
+        text = await response.text()
+      } catch (error) {
+        // The connection dropped mid-answer (a killed server, a proxy): the same as no answer.
+        await this.failed(`${method} ${path}: the answer was cut (${fetchFailure(error)})`)
+        continue
+      }
+      if (!response.ok) throw this.refusal(response, text, job)
+      try {
+        const body = text === '' ? {} : JSON.parse(text)
+        if (typeof body.job_id === 'string') this.known.add(body.job_id)
+        return body
+      } catch {
+        throw new CliError(`${method} ${path}: the server answered ${response.status} with something that is not JSON: ${text.slice(0, 200)}`, EXIT.unavailable)
+      }
+    }
+  }
+}
+
+function errorText (text) {
+  try {
+    const body = JSON.parse(text)
+    return `${body.error?.code ?? 'error'}: ${body.error?.message ?? ''}`
+  } catch {
+    return text.slice(0, 200)
   }
 }
 
@@ -156,6 +266,15 @@ class Progress {
 
   line (text) {
     if (this.quiet) return
+    this.#write(text)
+  }
+
+  /** Retries and lost connections: said even with --quiet, since they explain a slow step. */
+  warn (text) {
+    this.#write(`claude-runner: ${text}`)
+  }
+
+  #write (text) {
     const elapsed = ((Date.now() - this.started) / 1000).toFixed(1).padStart(6)
     process.stderr.write(`[${elapsed}s] ${text.replace(/\n/g, '\n          ')}\n`)
   }
@@ -186,8 +305,8 @@ function describe (type, data) {
   }
 }
 
-/** Reads Server-Sent Events; calls onEvent for each, returns when the stream ends. */
-async function readEvents (response, onEvent) {
+/** Reads Server-Sent Events; calls onEvent for each, onAlive for anything (comments too). */
+async function readEvents (response, onEvent, onAlive) {
   const decoder = new TextDecoder()
   let buffer = ''
   for await (const chunk of response.body) {
@@ -196,6 +315,7 @@ async function readEvents (response, onEvent) {
     while (boundary !== -1) {
       const frame = buffer.slice(0, boundary)
       buffer = buffer.slice(boundary + 2)
+      onAlive()
       const event = { type: 'message', id: undefined, data: [] }
       for (const line of frame.split('\n')) {
         if (line.startsWith(':')) continue
@@ -212,38 +332,41 @@ async function readEvents (response, onEvent) {
   }
 }
 
-/** Follows a job's events to its end, resuming with Last-Event-ID when the connection drops. */
+/**
+ * Follows a job's events to its end, resuming with Last-Event-ID when the stream is cut. A stream
+ * that delivered anything proves the server is there: the failure count starts again.
+ */
 async function follow (client, jobId, progress) {
   let lastId
-  let job
-  for (let attempt = 0; job === undefined; attempt++) {
-    let response
-    try {
-      response = await client.request('GET', `/jobs/${encodeURIComponent(jobId)}/events`, {
-        headers: { accept: 'text/event-stream', ...(lastId === undefined ? {} : { 'last-event-id': lastId }) },
-      })
-    } catch (error) {
-      if (attempt >= 10) throw error
-      progress.line(`connection lost (${error.message}); retrying`)
-      await sleep(Math.min(1000 * 2 ** attempt, 15_000))
-      continue
-    }
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}))
-      throw new CliError(`${response.status} ${body.error?.code ?? 'error'}: ${body.error?.message ?? ''}`, response.status >= 500 ? EXIT.unavailable : EXIT.refused)
-    }
+  for (;;) {
+    const path = `/jobs/${encodeURIComponent(jobId)}/events`
+    const response = await client.request('GET', path, {
+      headers: { accept: 'text/event-stream', ...(lastId === undefined ? {} : { 'last-event-id': lastId }) },
+      stream: true,
+    })
+    if (!response.ok) throw client.refusal(response, await response.text().catch(() => ''), jobId)
+    client.known.add(jobId)
+    let job
+    let delivered = false
+    let cut = 'it ended without the job\'s end'
     try {
       await readEvents(response, (type, id, data) => {
         if (id !== undefined) lastId = id
         if (type === 'end') job = data
         else progress.line(describe(type, data))
-      })
+      }, () => { delivered = true })
     } catch (error) {
-      if (attempt >= 10) throw new CliError(`lost the event stream: ${error.message}`, EXIT.unavailable)
+      cut = `it was cut (${fetchFailure(error)})`
     }
-    if (job === undefined) await sleep(Math.min(500 * 2 ** attempt, 15_000))
+    if (job !== undefined) return job
+    const where = lastId === undefined ? '' : `; resuming after event ${lastId}`
+    if (delivered) {
+      client.failures = 0
+      progress.warn(`the event stream of job ${jobId} stopped: ${cut}${where}`)
+    } else {
+      await client.failed(`the event stream of job ${jobId} stopped before any event: ${cut}`)
+    }
   }
-  return job
 }
 
 function finish (job, progress, json) {
@@ -296,17 +419,41 @@ async function submit (client, values, positionals, progress) {
   }).filter(([, value]) => value !== undefined))
   // One key per invocation: a retry after a lost answer or a full queue can never run the job twice.
   const headers = { 'idempotency-key': values['idempotency-key'] ?? `cli-${randomUUID()}` }
+  // A full queue is retried after its Retry-After (the server is there, and says when).
   for (let attempt = 1; ; attempt++) {
     try {
       return await client.json('POST', '/execute', { body, headers })
     } catch (error) {
-      const retriable = error.status === 429 || error.status === 503 || (error.code === EXIT.unavailable && error.status === undefined)
-      if (!retriable || attempt >= 30) throw error
+      if (error.status !== 429 || attempt >= 30) throw error
       const wait = Number.isFinite(error.retryAfter) && error.retryAfter > 0 ? error.retryAfter : Math.min(2 ** attempt, 30)
-      progress.line(`${error.message}; retrying in ${wait}s`)
+      progress.warn(`${error.message}; retrying in ${wait}s`)
       await sleep(wait * 1000)
     }
   }
+}
+
+/**
+ * Long-polls until the job ends or `--timeout` runs out. Each poll asks for what is left (never
+ * more than the server's 60 s), and polls are at least MIN_POLL_MS apart, so it never spins.
+ */
+async function wait (client, id, limitSeconds, progress, json) {
+  const deadline = limitSeconds === undefined ? Infinity : Date.now() + limitSeconds * 1000
+  // Asked at once first: should the server go away during the long-poll, the job is known to
+  // have existed, and a 404 afterwards means the server lost it.
+  let job = await client.json('GET', `/jobs/${encodeURIComponent(id)}`, { job: id })
+  const running = () => ['queued', 'running'].includes(job.status)
+  while (running()) {
+    const left = deadline - Date.now()
+    if (left <= 0) {
+      progress.line(`job ${id} is still ${job.status}`)
+      return EXIT.pending
+    }
+    const seconds = Math.max(0, Math.min(60, left / 1000))
+    const asked = Date.now()
+    job = await client.json('GET', `/jobs/${encodeURIComponent(id)}?wait=${seconds.toFixed(3)}`, { job: id, timeoutMs: (seconds + 30) * 1000 })
+    if (running()) await sleepFor(Math.min(MIN_POLL_MS - (Date.now() - asked), deadline - Date.now()))
+  }
+  return finish(job, progress, json)
 }
 
 async function main (argv) {
@@ -326,11 +473,15 @@ async function main (argv) {
     return 0
   }
   const [command, ...rest] = positionals
+  const progress = new Progress(values.quiet === true)
+  const connectTimeout = number(values['connect-timeout'], 'connect-timeout') ?? 0
+  if (connectTimeout < 0) throw new CliError('--connect-timeout must be 0 or more seconds', EXIT.usage)
   const client = new Client({
     url: values.url ?? process.env.CLAUDE_RUNNER_URL ?? 'http://127.0.0.1:8080',
     token: values.token ?? process.env.CLAUDE_RUNNER_TOKEN,
+    connectTimeoutMs: connectTimeout * 1000,
+    progress,
   })
-  const progress = new Progress(values.quiet === true)
   const jobId = () => {
     if (rest.length !== 1) throw new CliError(`${command} takes one job id`, EXIT.usage)
     return rest[0]
@@ -347,28 +498,18 @@ async function main (argv) {
     }
     case 'follow':
       return finish(await follow(client, jobId(), progress), progress, values.json)
-    case 'wait': {
-      const id = jobId()
-      const limit = number(values.timeout, 'timeout')
-      const deadline = limit === undefined ? Infinity : Date.now() + limit * 1000
-      for (;;) {
-        const left = Math.max(0, Math.min(60, (deadline - Date.now()) / 1000))
-        const job = await client.json('GET', `/jobs/${encodeURIComponent(id)}?wait=${Math.floor(left)}`)
-        if (!['queued', 'running'].includes(job.status)) return finish(job, progress, values.json)
-        if (Date.now() >= deadline) {
-          progress.line(`job ${id} is still ${job.status}`)
-          return EXIT.pending
-        }
-      }
-    }
+    case 'wait':
+      return wait(client, jobId(), number(values.timeout, 'timeout'), progress, values.json)
     case 'status': {
-      const job = await client.json('GET', `/jobs/${encodeURIComponent(jobId())}`)
+      const id = jobId()
+      const job = await client.json('GET', `/jobs/${encodeURIComponent(id)}`, { job: id })
       if (values.json) process.stdout.write(JSON.stringify(job, null, 2) + '\n')
       else process.stdout.write(`${job.job_id} ${job.status} (${job.phase})${job.queue_position ? ` position ${job.queue_position}` : ''}${job.error ? ` ${job.error.code}: ${job.error.message}` : ''}\n`)
       return ['queued', 'running'].includes(job.status) ? 0 : exitFor(job)
     }
     case 'cancel': {
-      const job = await client.json('DELETE', `/jobs/${encodeURIComponent(jobId())}`)
+      const id = jobId()
+      const job = await client.json('DELETE', `/jobs/${encodeURIComponent(id)}`, { job: id })
       process.stdout.write(`${job.job_id} ${job.status === 'cancelled' ? 'cancelled' : 'cancelling'}\n`)
       return 0
     }

@@ -3,14 +3,20 @@ import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import type { Logger } from 'pino'
+import { Type } from 'typebox'
 import type { Config } from './config.ts'
+import { onClientError, onFrameworkError } from './http/client-errors.ts'
 import { toHttpError } from './http/errors.ts'
+import { registerJsonBody } from './http/json-body.ts'
+import { documentErrors, refuseUnknownQuery, routeMiss } from './http/route-contract.ts'
 import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
 import { openaiRoutes } from './routes/openai.ts'
 import { uiRoutes } from './routes/ui.ts'
 import type { Caller } from './jobs/job-service.ts'
+import { ErrorBody } from './schemas/common.ts'
+import { OpenAIErrorBody } from './schemas/openai.ts'
 import { createServices, type ServiceDeps, type Services } from './services.ts'
 
 export interface AppDeps extends ServiceDeps {
@@ -35,6 +41,8 @@ declare module 'fastify' {
 const DEFAULT_CALLER: Caller = Object.freeze({ tenant: 'default', limits: {}, admin: false })
 
 const BODY_LIMIT = 8 * 1024 * 1024
+/** Path parameters Fastify's router takes (ids are up to 128 characters; the schemas say so with a 400). */
+const MAX_PARAM_LENGTH = 1024
 
 /**
  * The composition root: creates the services of one app (store, queue, runner, workspaces) and
@@ -46,13 +54,25 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     ...(isPinoLogger(loggerOption) ? { loggerInstance: loggerOption as FastifyBaseLogger } : { logger: loggerOption }),
     bodyLimit: BODY_LIMIT,
     forceCloseConnections: true,
+    // Counts only receiving a request (headers and body): responses and streams are not limited.
+    // Node 24 takes it only when its server is created (Fastify sets it later, to no effect), and
+    // checks for expired requests every 30 s unless told otherwise.
+    requestTimeout: Math.round(config.requestTimeoutSeconds * 1000),
+    http: {
+      requestTimeout: Math.round(config.requestTimeoutSeconds * 1000),
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.round(config.requestTimeoutSeconds * 250))),
+    },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Errors met before any route: in the API's shape, not Fastify's or Node's.
+    clientErrorHandler: onClientError,
+    frameworkErrors: onFrameworkError,
     // One line per request (below), not Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler())
   app.decorateRequest('caller', null as unknown as Caller)
   // Every body this API takes is JSON; anything else is a 415, not a confusing schema error.
-  app.removeContentTypeParser('text/plain')
+  registerJsonBody(app, BODY_LIMIT)
 
   const ctx = await createServices(config, deps, app.log as Logger)
   app.decorate('ctx', ctx)
@@ -77,8 +97,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     })
     done()
   }
-  app.setNotFoundHandler({ preHandler: observe }, (request, reply) => {
-    void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } })
+  app.setNotFoundHandler({ preHandler: observe }, async request => {
+    throw routeMiss(app, request, `no route ${request.method} ${request.url.split('?')[0]}`)
   })
   // Polled routes log nothing of their own, so they skip the per-request child logger too.
   const polled = (scope: FastifyInstance): void => { scope.setChildLoggerFactory(logger => logger) }
@@ -103,29 +123,37 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     await scope.register(uiRoutes)
   })
   // Everything else needs a token: each API in a scope of its own, with its error shape.
-  const authenticate = async (scope: FastifyInstance, keys: string[]): Promise<void> => {
-    await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug' })
+  // The scheme is case-insensitive (RFC 9110): `bearer <token>` is as good as `Bearer <token>`.
+  const authenticate = async (scope: FastifyInstance, keys: string[], errorBody: typeof ErrorBody | typeof OpenAIErrorBody = ErrorBody): Promise<void> => {
+    await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug', specCompliance: 'rfc6749' })
     scope.addHook('onRequest', (request, reply, done) => {
       request.caller = DEFAULT_CALLER
       scope.verifyBearerAuth!(request, reply, done)
     })
+    documentErrors(scope, errorBody, { authenticated: true })
   }
   await app.register(async function jobsApi (scope) {
     scope.addHook('onRequest', observe)
     await authenticate(scope, config.authTokens)
+    refuseUnknownQuery(scope)
     await scope.register(jobRoutes, { ctx })
     scope.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   })
   await app.register(async function openaiApi (scope) {
     scope.addHook('onRequest', observe)
-    await authenticate(scope, config.authTokens)
+    await authenticate(scope, config.authTokens, OpenAIErrorBody)
     await scope.register(openaiRoutes, { ctx })
   }, { prefix: '/v1' })
   await app.register(async function metricsApi (scope) {
     polled(scope)
     // Prometheus may hold a token of its own that cannot submit jobs.
     await authenticate(scope, config.metricsToken === undefined ? config.authTokens : [...config.authTokens, config.metricsToken])
-    scope.get('/metrics', { schema: { summary: 'Prometheus metrics. Accepts METRICS_TOKEN as well as AUTH_TOKENS.' } }, async (_request, reply) => {
+    scope.get('/metrics', {
+      schema: {
+        summary: 'Prometheus metrics. Accepts METRICS_TOKEN as well as AUTH_TOKENS.',
+        response: { 200: { description: 'The Prometheus text format.', content: { 'text/plain': { schema: Type.String() } } } },
+      },
+    }, async (_request, reply) => {
       void reply.header('content-type', ctx.metrics.registry.contentType)
       return ctx.metrics.registry.metrics()
     })

@@ -112,6 +112,8 @@ const settings = {
   systemPromptMode: { env: 'OPENAI_SYSTEM_PROMPT_MODE', default: 'append' as (typeof SYSTEM_PROMPT_MODES)[number], parse: oneOf(SYSTEM_PROMPT_MODES) },
   openaiModels: { env: 'OPENAI_MODELS', default: (): string[] => ['haiku', 'sonnet', 'opus'], parse: list() },
   sseKeepAliveSeconds: { env: 'SSE_KEEPALIVE_SECONDS', default: 15, parse: seconds(0.05, 600) },
+  sseWriteTimeoutSeconds: { env: 'SSE_WRITE_TIMEOUT_SECONDS', default: 30, parse: seconds(0.05, 3600) },
+  requestTimeoutSeconds: { env: 'REQUEST_TIMEOUT_SECONDS', default: 30, parse: seconds(0.05, 3600) },
   baseRepo: { env: 'BASE_REPO', default: undefined as string | undefined, parse: optionalString() },
   baseRef: { env: 'BASE_REF', default: undefined as string | undefined, parse: optionalString() },
   baseRefreshSeconds: { env: 'BASE_REFRESH_SECONDS', default: 300, parse: seconds(0, 7 * 24 * 3600) },

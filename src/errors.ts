@@ -5,13 +5,20 @@
 export const ErrorCodes = {
   unauthorized: 401,
   validation_error: 400,
+  /** Not HTTP the server can read: a malformed request line, a URL that does not decode. */
+  bad_request: 400,
   invalid_ref: 400,
   push_not_allowed: 400,
   callback_not_allowed: 400,
   unknown_mcp_server: 400,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  unsupported_encoding: 415,
+  request_timeout: 408,
+  uri_too_long: 414,
+  headers_too_large: 431,
   not_found: 404,
+  method_not_allowed: 405,
   job_not_found: 404,
   job_finished: 409,
   idempotency_conflict: 422,
@@ -66,17 +73,21 @@ export class RunTimeoutError extends Error {
   }
 }
 
-export type CancelReason = 'user' | 'shutdown' | 'client_disconnected'
+/** Who stopped a run: a DELETE, the shutdown, a client that went away, or its answer's bound (chat). */
+export type CancelReason = 'user' | 'shutdown' | 'client_disconnected' | 'answer_limit'
+
+const CANCEL_MESSAGES: Record<CancelReason, string> = {
+  user: 'the job was cancelled',
+  shutdown: 'the job was cancelled because the service is shutting down',
+  client_disconnected: 'the client went away before the answer was ready',
+  answer_limit: 'the answer reached MAX_OUTPUT_BYTES',
+}
 
 export class RunCancelledError extends Error {
   override name = 'RunCancelledError'
   readonly reason: CancelReason
   constructor (reason: CancelReason) {
-    super(reason === 'user'
-      ? 'the job was cancelled'
-      : reason === 'shutdown'
-        ? 'the job was cancelled because the service is shutting down'
-        : 'the client went away before the answer was ready')
+    super(CANCEL_MESSAGES[reason])
     this.reason = reason
   }
 }

@@ -128,6 +128,7 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     engine,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,

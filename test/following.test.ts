@@ -1,13 +1,12 @@
-import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage } from 'node:http'
 import { connect } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
 import { AUTH, finished, getJob, listen, appMaker, describeEngines, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { cli } from './helpers/cli.ts'
 import { AgentProbe } from './helpers/probe.ts'
 import { collectEvents } from './helpers/sse.ts'
 
@@ -62,7 +61,7 @@ describeEngines('following jobs', engine => {
     it('streams live to many subscribers; a stalled one slows neither the job nor the others, and is cut off', async () => {
       // Redis followers read the run's log at their own pace: it must hold the whole flood for the
       // fast ones to read every event (in memory they keep up by sharing the event loop).
-      const { app } = await makeApp(engine === 'redis' ? { maxOutputBytes: 128 * 1024 * 1024 } : {})
+      const { app } = await makeApp({ sseWriteTimeoutSeconds: 3, ...(engine === 'redis' ? { maxOutputBytes: 128 * 1024 * 1024 } : {}) })
       const base = await listen(app)
       const probe = await AgentProbe.start()
       const job = await submit(app, { prompt: `${probe.directive} [[fake flood 67108864]] [[fake text flood over]]` })
@@ -277,25 +276,6 @@ describeEngines('following jobs', engine => {
       expect(response.json().error.message).toContain('WEBHOOK_ALLOWED_HOSTS')
     })
   })
-
-  const CLI = fileURLToPath(new URL('../bin/claude-runner.mjs', import.meta.url))
-
-  /** Runs the CLI as CI would: a real process against a real server. */
-  function cli (base: string, args: string[], input?: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], {
-        env: { ...process.env, CLAUDE_RUNNER_URL: base, CLAUDE_RUNNER_TOKEN: TOKEN },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.setEncoding('utf8').on('data', chunk => { stdout += chunk })
-      child.stderr.setEncoding('utf8').on('data', chunk => { stderr += chunk })
-      child.on('error', reject)
-      child.on('close', code => resolve({ code, stdout, stderr }))
-      child.stdin.end(input ?? '')
-    })
-  }
 
   describe('the claude-runner CLI', () => {
     it('runs a job, streams its progress to stderr, prints the answer and exits 0', async () => {

@@ -135,7 +135,9 @@ describeEngines('chat completions', engine => {
     })
 
     it('maps agent failures to OpenAI errors the SDK raises as the right class', async () => {
-      const { client } = await openaiApp({ jobTimeoutSeconds: 1, killGraceSeconds: 0.2 })
+      // Only the hung agent gets a short timeout: on a busy machine a second is not much for the rest.
+      const { client: patient } = await openaiApp({ killGraceSeconds: 0.2 })
+      const { client: impatient } = await openaiApp({ jobTimeoutSeconds: 1, killGraceSeconds: 0.2 })
       const cases: Array<[string, abstract new (...args: never) => APIError, number, string]> = [
         ['[[fake api-error 429]]', OpenAI.RateLimitError, 429, 'upstream_rate_limited'],
         ['[[fake api-error 529]]', OpenAI.InternalServerError, 503, 'upstream_overloaded'],
@@ -145,6 +147,7 @@ describeEngines('chat completions', engine => {
       ]
       for (const [prompt, kind, status, code] of cases) {
         for (const stream of [false, true]) {
+          const client = prompt === '[[fake hang]]' ? impatient : patient
           const call = async () => {
             const response = await client.chat.completions.create({ model: 'haiku', messages: user(prompt), stream })
             if (stream) for await (const chunk of response as AsyncIterable<unknown>) expect(chunk).toBeDefined()

@@ -1,55 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { ExecuteBody } from '../src/schemas/job.ts'
-import { AUTH, FAKE_CLAUDE, finished, makeApp, run, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, finished, makeApp, run, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, expectAllGone, isRunning, readPid } from './helpers/probe.ts'
-
-const SERVER = fileURLToPath(new URL('../src/server.ts', import.meta.url))
-
-interface Server {
-  child: ChildProcess
-  url: string
-  logs: Array<Record<string, unknown>>
-  exited: Promise<number | null>
-}
-
-/** Starts the real service (src/server.ts) as a process and waits until it listens. */
-async function startServer (env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  onTestFinished(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const logs: Array<Record<string, unknown>> = []
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  let stderr = ''
-  child.stderr!.setEncoding('utf8').on('data', chunk => { stderr += chunk })
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffer = ''
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      buffer += chunk
-      let newline = buffer.indexOf('\n')
-      while (newline !== -1) {
-        const line = JSON.parse(buffer.slice(0, newline)) as Record<string, unknown>
-        buffer = buffer.slice(newline + 1)
-        newline = buffer.indexOf('\n')
-        logs.push(line)
-        const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(String(line.msg))
-        if (match) resolve(match[1]!)
-      }
-    })
-    void exited.then(code => reject(new Error(`server exited with ${code}: ${stderr}`)))
-  })
-  return { child, url, logs, exited }
-}
+import { SERVER, startServer } from './helpers/server.ts'
 
 const post = (url: string, body: unknown) => fetch(`${url}/execute`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
 const json = async (response: Response | Promise<Response>) => (await (await response).json()) as Record<string, any>
@@ -266,7 +227,7 @@ describe('GET /openapi.json', () => {
     expect(body).toEqual(expected)
     expect(doc.paths['/health'].get.security).toEqual([])
     expect(doc.security).toEqual([{ bearer: [] }])
-    expect(Object.keys(doc.paths['/jobs/{id}'].get.responses)).toEqual(['200', '404'])
+    expect(Object.keys(doc.paths['/jobs/{id}'].get.responses)).toEqual(['200', '400', '401', '404'])
   })
 })
 

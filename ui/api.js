@@ -10,7 +10,7 @@
  *   max_queue_depth: number, version: string, uptime_seconds: number,
  *   claude: { bin: string, state: string, version: string | null, error: string | null },
  *   workspace: { kind: 'git' | 'directory', state?: string, ref?: string | null, last_error?: string | null },
- *   cluster?: { replicas: number, active: number, queued: number, capacity: number },
+ *   cluster?: { replicas: number, active: number, queued: number, capacity: number } | null,
  * }} Health
  */
 

@@ -117,15 +117,15 @@ export function overviewView ({ api, navigate }, query) {
       replace(stats, h('p', { class: 'error' }, 'The service does not answer /health.'))
       return
     }
-    // With several replicas (the Redis engine), /health reports the cluster as well as itself.
-    // MAX_QUEUE_DEPTH bounds the runs this instance admitted and has not finished.
+    // With the Redis engine, /health reports the cluster as well as this replica; MAX_QUEUE_DEPTH
+    // bounds the runs the cluster admitted and has not finished.
     const numbers = health.cluster ?? health
     replace(stats,
       health.status === 'draining' ? h('p', { class: 'banner' }, 'This instance is draining for shutdown: it takes no new jobs.') : null,
       stat('Running', h('span', null, h('strong', { id: 'stat-active' }, numbers.active), ` / ${numbers.capacity}`),
         h('meter', { min: 0, max: Math.max(1, numbers.capacity), value: numbers.active, 'aria-label': 'Slots in use' })),
-      stat('Queued', h('strong', { id: 'stat-queued' }, numbers.queued), h('span', { class: 'hint' }, `room for ${Math.max(0, health.max_queue_depth - health.active - health.queued)} more`)),
-      health.cluster !== undefined && health.cluster.replicas > 1 ? stat('Replicas', h('strong', { id: 'stat-replicas' }, health.cluster.replicas)) : null,
+      stat('Queued', h('strong', { id: 'stat-queued' }, numbers.queued), h('span', { class: 'hint' }, `room for ${Math.max(0, health.max_queue_depth - numbers.active - numbers.queued)} more`)),
+      health.cluster != null && health.cluster.replicas > 1 ? stat('Replicas', h('strong', { id: 'stat-replicas' }, health.cluster.replicas)) : null,
       stat('Claude Code', h('span', { class: `cli ${health.claude.state}` }, health.claude.state === 'found' ? (health.claude.version ?? 'found') : health.claude.state)),
       health.workspace.kind === 'git'
         ? stat('Repository', h('span', { class: `cli ${health.workspace.state}` }, `${health.workspace.ref ?? 'default branch'} · ${health.workspace.state}`))

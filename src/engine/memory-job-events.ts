@@ -31,18 +31,19 @@ export class MemoryJobEvents implements JobEvents {
   async waitTerminal (id: string, ms: number, signal?: AbortSignal): Promise<void> {
     const entry = this.#store.entry(id)
     if (entry === undefined || entry.log.closed || ms <= 0 || signal?.aborted === true) return
-    let timer: NodeJS.Timeout | undefined
-    let onAbort: (() => void) | undefined
-    await Promise.race([
-      entry.done.promise,
-      new Promise<void>(resolve => {
-        timer = setTimeout(resolve, ms)
-        onAbort = resolve
-        signal?.addEventListener('abort', onAbort, { once: true })
-      }),
-    ])
-    clearTimeout(timer)
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+    // Not a race on a promise of the run's end: each returned wait would stay attached to it.
+    const { promise, resolve } = Promise.withResolvers<void>()
+    const wake = (): void => resolve()
+    entry.waiters.add(wake)
+    const timer = setTimeout(wake, ms)
+    signal?.addEventListener('abort', wake, { once: true })
+    try {
+      await promise
+    } finally {
+      clearTimeout(timer)
+      entry.waiters.delete(wake)
+      signal?.removeEventListener('abort', wake)
+    }
   }
 }
 

@@ -26,7 +26,8 @@ export interface MemoryEntry {
   readonly record: RunRecord
   lines: readonly string[]
   readonly log: EventLog
-  readonly done: PromiseWithResolvers<void>
+  /** Told once, when the run ends; a waiter removes itself when it returns (nothing is kept for it). */
+  readonly waiters: Set<() => void>
 }
 
 /**
@@ -63,7 +64,7 @@ export class MemoryJobStore implements JobStore {
       record,
       lines: [],
       log: new EventLog({ maxEvents: this.#options.maxEvents, maxBytes: this.#options.maxEventBytes, now: this.#options.now }),
-      done: Promise.withResolvers<void>(),
+      waiters: new Set(),
     }
     this.#entries.set(record.id, entry)
     if (record.idempotency !== null) this.#byIdempotencyKey.set(idempotencyKey(record.tenant, record.idempotency.key), record.id)
@@ -94,7 +95,7 @@ export class MemoryJobStore implements JobStore {
     entry.log.append(terminal.type, terminal.data)
     entry.log.close()
     const outputBytes = lines.reduce((sum, line) => sum + line.length + 1, 0)
-    const bytes = retainedBytes(record, outputBytes, entry.log.bytes)
+    const bytes = retainedBytes(record, { lines: lines.length, bytes: outputBytes }, { count: entry.log.lastId - entry.log.firstId + 1, bytes: entry.log.bytes })
     this.#finished.set(record.id, { bytes, expiresAt: now() + (record.kind === 'chat' ? chatTtlMs : ttlMs) })
     this.#retainedBytes += bytes
     while (this.#finished.size > maxFinished || (this.#retainedBytes > maxRetainedBytes && this.#finished.size > 1)) {
@@ -102,7 +103,8 @@ export class MemoryJobStore implements JobStore {
     }
     const delta = usageDelta(record)
     if (delta !== undefined) this.#options.usage.add(record.tenant, now(), delta)
-    entry.done.resolve()
+    for (const wake of entry.waiters) wake()
+    entry.waiters.clear()
     try {
       this.#options.onFinished(record)
     } catch {

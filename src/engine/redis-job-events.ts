@@ -343,7 +343,8 @@ export class RedisJobEvents implements JobEvents {
     const { promise, resolve } = Promise.withResolvers<void>()
     const remove = this.#waiters.add(id, resolve)
     const timer = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => resolve(), { once: true })
+    const onAbort = (): void => resolve()
+    signal?.addEventListener('abort', onAbort, { once: true })
     // Registered first, then checked: an end announced in between is not missed.
     this.#command.hget(this.#store.key(id, 'meta'), 'status').then(status => {
       if (status === null || isTerminal(status as RunStatus)) resolve()
@@ -353,6 +354,7 @@ export class RedisJobEvents implements JobEvents {
     } finally {
       clearTimeout(timer)
       remove()
+      signal?.removeEventListener('abort', onAbort)
     }
   }
 

@@ -226,7 +226,8 @@ return append_event(id, ARGV[4], ARGV[5], ARGV[6], n(ARGV[7]), n(ARGV[8]))
    * retention bounds, the tenant's usage, the callback's place in the outbox. ARGV: P, id, expected
    * owner ('' = any), record, output, status, event, now, expires at, ttl ms, max finished,
    * max retained bytes, max events, max event bytes, date, cost, input, output, cache read,
-   * cache creation tokens, agent seconds, callback (1/0), usage ttl s → {1 | 0, stats()}
+   * cache creation tokens, agent seconds, callback (1/0), usage ttl s, bytes held by record and
+   * output, bytes per event beyond its data → {1 | 0, stats()}
    */
   finish: `
 local id, expected, record, output, status, event, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -255,7 +256,8 @@ if #output > 0 then redis.call('SET', run(id) .. ':out', output) end
 redis.call('HSET', meta, 'status', status)
 append_event(id, 'status', event, now, max_events, max_bytes)
 local idem = redis.call('HGET', meta, 'idem') or ''
-local bytes = #record + #output + n(redis.call('HGET', meta, 'evbytes'))
+-- ARGV[24]: what the record and output hold (see retainedBytes); the event log's part is added here.
+local bytes = n(ARGV[24]) + n(redis.call('HGET', meta, 'evbytes')) + redis.call('XLEN', run(id) .. ':ev') * n(ARGV[25])
 redis.call('ZADD', k('finished'), redis.call('INCR', k('finseq')), id)
 redis.call('ZADD', k('expiry'), expires_at, id)
 redis.call('HSET', k('finbytes'), id, bytes .. '\\n' .. tenant .. '\\n' .. idem)

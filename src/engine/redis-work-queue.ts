@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { RunCancelledError, RunTimeoutError, type CancelReason } from '../errors.ts'
 import { serialiseEvent } from '../jobs/event-log.ts'
-import { finishRun, startRun, usageDelta, type TerminalUpdate } from '../jobs/job.ts'
+import { finishRun, LINE_OVERHEAD, retainedBytes, startRun, usageDelta, type TerminalUpdate } from '../jobs/job.ts'
 import { SpawnClaimLostError } from '../jobs/run-worker.ts'
 import { budgetExceeded, idempotencyConflict, queueFull, retryAfterSeconds, shuttingDown, tenantQueueFull } from './admission.ts'
 import { cancelledMessage } from './memory-work-queue.ts'
@@ -311,7 +311,8 @@ export class RedisWorkQueue implements WorkQueue {
       record.id, expectedOwner, JSON.stringify(record), lines.length === 0 ? '' : lines.join('\n'), record.status, serialiseEvent(event.data),
       at, at + ttl, ttl, maxFinished, maxRetainedBytes, maxEvents, maxEventBytes, utcDate(at),
       delta.total_cost_usd, delta.input_tokens, delta.output_tokens, delta.cache_read_input_tokens, delta.cache_creation_input_tokens, delta.agent_seconds,
-      record.callback === null ? 0 : 1, (USAGE_KEEP_DAYS + 1) * 86_400) as [number, Reply]
+      record.callback === null ? 0 : 1, (USAGE_KEEP_DAYS + 1) * 86_400,
+      retainedBytes(record, { lines: lines.length, bytes: lines.reduce((sum, line) => sum + line.length + 1, 0) }, { count: 0, bytes: 0 }), LINE_OVERHEAD) as [number, Reply]
     this.#options.onStats(reply[1])
     if (reply[0] !== 1) return false
     this.#running.delete(record.id)

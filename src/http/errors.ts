@@ -38,15 +38,24 @@ export function toHttpError (error: unknown): HttpError {
       return make('payload_too_large', 'the request body is too large (a prompt may be up to 1 MiB)')
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return make('unsupported_media_type', 'send the body as JSON with "Content-Type: application/json"')
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return make('validation_error', 'the body is empty; send a JSON object', { field: 'body' })
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return make('validation_error', `the body is not valid JSON: ${fastifyError.message}`, { field: 'body' })
   }
-  if (fastifyError instanceof SyntaxError || (fastifyError.statusCode === 400 && typeof fastifyError.message === 'string')) {
-    return make('validation_error', `the body is not valid JSON: ${fastifyError.message}`, { field: 'body' })
+  // Whatever else Fastify refuses (a Content-Length that does not match the body, ...) keeps its
+  // status and message, in the API's shape.
+  const status = fastifyError.statusCode
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return make(CLIENT_ERRORS[status] ?? 'bad_request', fastifyError.message)
   }
   return make('internal_error', 'internal error; the service log has the details')
+}
+
+const CLIENT_ERRORS: Partial<Record<number, ErrorCode>> = {
+  404: 'not_found',
+  405: 'method_not_allowed',
+  408: 'request_timeout',
+  413: 'payload_too_large',
+  414: 'uri_too_long',
+  415: 'unsupported_media_type',
+  431: 'headers_too_large',
 }
 
 function make (code: ErrorCode, message: string, details: Record<string, unknown> = {}): HttpError {

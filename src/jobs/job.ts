@@ -18,6 +18,10 @@ export const JobStatus = {
   cancelled: 'cancelled',
 } as const satisfies Record<RunStatus, RunStatus>
 
+/** Rough heap cost of one kept string (a line, an event) and one small object (a file, a commit) beyond their JSON. */
+export const LINE_OVERHEAD = 32
+const ENTRY_OVERHEAD = 64
+
 /** The fields of `POST /execute`, as validated: plain JSON. */
 export interface JobRequest extends AgentControlFields {
   prompt: string
@@ -153,9 +157,16 @@ export function terminalEvent (record: RunRecord): Event {
   return { type: 'status', data: { status: record.status, phase: record.phase, error: record.error } }
 }
 
-/** Bytes a finished run holds (record, raw output, events), for MAX_RETAINED_BYTES. */
-export function retainedBytes (record: RunRecord, outputBytes: number, eventBytes: number): number {
-  return Buffer.byteLength(JSON.stringify(record)) + outputBytes + eventBytes
+/**
+ * Bytes a finished run holds, for MAX_RETAINED_BYTES: everything in its record (request, result,
+ * changed files and commits, diff), its raw output and its event history, with what each kept line,
+ * event, file and commit costs beyond its JSON.
+ */
+export function retainedBytes (record: RunRecord, output: { lines: number, bytes: number }, events: { count: number, bytes: number }): number {
+  const entries = record.changes === null ? 0 : record.changes.files.length + record.changes.commits.length
+  return Buffer.byteLength(JSON.stringify(record)) + entries * ENTRY_OVERHEAD +
+    output.bytes + output.lines * LINE_OVERHEAD +
+    events.bytes + events.count * LINE_OVERHEAD
 }
 
 /** What a finished run adds to its tenant's usage of the day. */

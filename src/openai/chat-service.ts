@@ -56,6 +56,8 @@ export interface ChatServiceOptions {
   /** Checks a `response_format` schema the way the CLI will. */
   controls: AgentControls
   timeoutMs: number
+  /** The answer is cut here (MAX_OUTPUT_BYTES of UTF-8), the run stopped, and `finish_reason` is `length`. */
+  maxAnswerBytes: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
   permissionMode?: string | undefined
@@ -71,6 +73,14 @@ export class ClientGoneError extends Error {
 
 /** What a follower of a chat run gets: the run's answer, in pieces and whole. */
 const FEED_BUFFER_BYTES = 64 * 1024 * 1024
+
+/** What the caller of a chat run is told as its events come. */
+interface Follower {
+  onModel: (model: string) => void
+  onDelta: ((text: string) => void) | undefined
+  /** A text block of the main agent; `first` for the first one. */
+  onText: ((text: string, first: boolean) => void) | undefined
+}
 
 /**
  * OpenAI Chat Completions answered by `claude -p`. Every call is one run admitted like a job: it
@@ -135,16 +145,38 @@ export class ChatService {
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) onAbort()
     let model = request.model
-    const start = (): Promise<ChatOutcome> => this.#follow(id, relaying, text => handlers.onDelta?.(text, run), signal, found => { model = found })
+    // The answer is bounded like a job's output: past the bound the run is stopped, and what was
+    // said so far is the answer, with finish_reason "length".
+    const budget = new AnswerBudget(this.#options.maxAnswerBytes)
+    const take = (text: string): string => {
+      const piece = budget.take(text)
+      if (budget.exhausted) void engine.queue.cancel(id, 'answer_limit').catch(() => {})
+      return piece
+    }
+    const follower: Follower = {
+      onModel: found => { model = found },
+      // Relayed deltas are counted as they go; otherwise the text blocks are the answer.
+      onDelta: relaying ? text => { const piece = take(text); if (piece !== '') handlers.onDelta?.(piece, run) } : undefined,
+      onText: relaying || structured ? undefined : (text, first) => { if (!budget.exhausted) content += take(first ? text : `\n\n${text}`) },
+    }
+    let content = ''
+    const start = (): Promise<ChatOutcome> => this.#follow(id, follower, signal)
       .finally(() => { signal.removeEventListener('abort', onAbort) })
-      .then(async texts => {
+      .then(async () => {
         const final = await engine.store.get(id)
-        const status = signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
+        const cut = budget.exhausted && !signal.aborted
+        const status = cut ? 'length' : signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
         this.#options.onFinished?.(status, final?.result ?? null)
         if (final === undefined) throw new AppError('internal_error', `the record of chat run ${id} is gone`)
-        const done = answer(signal, final, { id, created, model, content: texts.join('\n\n') }, structured)
+        if (cut) return { id, created, model, content, finishReason: 'length' as const, usage: usageOf(final.result) }
+        const done = answer(signal, final, { id, created, model, content }, structured)
         if (structured && request.stream) handlers.onDelta?.(done.content, run)
-        return done
+        // A final result text, when no text block was kept, is bounded too. (A structured answer
+        // and a relayed one are bounded already: the result line is at most MAX_OUTPUT_BYTES,
+        // and relayed deltas were counted as they went.)
+        if (structured || relaying || done.content === content) return done
+        const bounded = budget.take(done.content)
+        return budget.exhausted ? { ...done, content: bounded, finishReason: 'length' as const } : done
       })
     let result: Promise<ChatOutcome> | undefined
     const run: ChatRun = {
@@ -157,23 +189,26 @@ export class ChatService {
     return run
   }
 
-  /** Relays the main agent's text as it comes and returns its text blocks once the run ended. */
-  async #follow (id: string, stream: boolean, onDelta: (text: string) => void, signal: AbortSignal, onModel: (model: string) => void): Promise<string[]> {
-    const relay = new DeltaRelay(onDelta)
-    const texts: string[] = []
+  /** Follows the run's events to its end: the model it runs, the main agent's deltas and text blocks. */
+  async #follow (id: string, follower: Follower, signal: AbortSignal): Promise<void> {
+    const relay = follower.onDelta === undefined ? undefined : new DeltaRelay(follower.onDelta)
+    let first = true
     const feed = await this.#options.engine.events.follow(id, 0, FEED_BUFFER_BYTES)
     for await (const event of feed) {
       if (event.type !== 'init' && event.type !== 'text' && event.type !== 'text_delta' && event.type !== 'text_block_start') continue
       const data = JSON.parse(event.json) as { model?: string | null, text?: string, parent_tool_use_id?: string | null }
       if (event.type === 'init') {
-        if (typeof data.model === 'string') onModel(data.model)
+        if (typeof data.model === 'string') follower.onModel(data.model)
         continue
       }
       if (data.parent_tool_use_id != null) continue
-      if (event.type === 'text') texts.push(data.text ?? '')
-      else if (stream && !signal.aborted) relay.push(event.type === 'text_delta' ? { type: 'text_delta', text: data.text ?? '' } : { type: 'text_block_start' })
+      if (event.type === 'text') {
+        follower.onText?.(data.text ?? '', first)
+        first = false
+      } else if (relay !== undefined && !signal.aborted) {
+        relay.push(event.type === 'text_delta' ? { type: 'text_delta', text: data.text ?? '' } : { type: 'text_block_start' })
+      }
     }
-    return texts
   }
 
   /** Listed models and anything that names a Claude model go to the CLI; others are refused. */
@@ -205,6 +240,36 @@ class DeltaRelay {
       this.#sent = true
       this.#onDelta(event.text)
     }
+  }
+}
+
+/** Bytes of UTF-8 an answer may still take; cuts at a character boundary. */
+class AnswerBudget {
+  #left: number
+  #exhausted = false
+
+  constructor (bytes: number) {
+    this.#left = bytes
+  }
+
+  get exhausted (): boolean {
+    return this.#exhausted
+  }
+
+  take (text: string): string {
+    if (this.#exhausted) return ''
+    const bytes = Buffer.byteLength(text)
+    if (bytes <= this.#left) {
+      this.#left -= bytes
+      return text
+    }
+    const encoded = Buffer.from(text)
+    let end = this.#left
+    // Never split a UTF-8 sequence: back up to the start of the character.
+    while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--
+    this.#left = 0
+    this.#exhausted = true
+    return encoded.subarray(0, end).toString('utf8')
   }
 }
 

@@ -97,33 +97,50 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
   })
 
   app.get('/jobs/:id/events', {
+    // HEAD would hold the connection open for a stream it never shows.
+    exposeHeadRoute: false,
     schema: {
       summary: 'Server-Sent Events of the job: status changes and what the agent does, then `end` with the job. Resume with Last-Event-ID.',
       params: JobParams,
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
       querystring: Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0, description: 'Like Last-Event-ID, for clients that cannot set headers.' })) }),
-      response: { 404: ErrorBody },
+      response: {
+        200: {
+          description: 'An event stream: `id`, `event` and `data` (JSON) per event, every id above the one resumed after; `end` (the job JSON) comes last. See docs/api.md.',
+          content: { 'text/event-stream': { schema: Type.String() } },
+        },
+        404: ErrorBody,
+      },
     },
   }, async (request, reply) => {
     const record = await jobs.find(request.params.id, request.caller)
     const header = request.headers['last-event-id']
     const after = header !== undefined ? Number(header) : (request.query.after ?? 0)
     const feed = await ctx.engine.events.follow(record.id, after, SUBSCRIBER_BUFFER_BYTES)
-    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000, writeTimeoutMs: ctx.config.sseWriteTimeoutSeconds * 1000 })
     // A follower too slow to keep up is cut off at once (it resumes from its last id), never waited for.
     feed.onEnd = () => { if (feed.overflowed) reply.raw.destroy() }
     reply.raw.once('close', () => { feed.close() })
     reply.hijack()
     sse.start()
     sse.watch()
-    if (feed.missed) sse.send(JSON.stringify({ first_id: feed.firstId }), { event: 'gap' })
+    // Every event has an id above the one asked for, so a follower that resumes after any id it
+    // got never sees an event twice: `gap` takes the id just before the oldest event kept, `end`
+    // the one after the last.
+    let lastId = after
+    if (feed.missed) {
+      lastId = feed.firstId - 1
+      sse.send(JSON.stringify({ first_id: feed.firstId }), { event: 'gap', id: lastId })
+    }
     for await (const event of feed) {
+      if (event.id <= lastId) continue
+      lastId = event.id
       if (!sse.send(event.json, { event: event.type, id: event.id })) await sse.drained()
       if (sse.closed) break
     }
     if (!feed.overflowed && !sse.closed) {
       const final = await jobs.get(record.id, request.caller)
-      if (final !== undefined && isTerminal(final.status)) sse.send(JSON.stringify(await view(final)), { event: 'end' })
+      if (final !== undefined && isTerminal(final.status)) sse.send(JSON.stringify(await view(final)), { event: 'end', id: lastId + 1 })
     }
     sse.end()
     return reply
@@ -167,7 +184,13 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
     schema: {
       summary: 'The raw stream-json lines the agent printed (at most MAX_OUTPUT_BYTES), as NDJSON.',
       params: JobParams,
-      response: { 200: Type.String(), 404: ErrorBody },
+      response: {
+        200: {
+          description: 'One JSON value per line; `X-Output-Truncated: true` when lines were dropped past MAX_OUTPUT_BYTES.',
+          content: { 'application/x-ndjson': { schema: Type.String() } },
+        },
+        404: ErrorBody,
+      },
     },
   }, async (request, reply) => {
     const record = await jobs.find(request.params.id, request.caller)

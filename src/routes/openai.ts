@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import type { AppContext } from '../app.ts'
 import { AppError, RunCancelledError } from '../errors.ts'
 import { toHttpError } from '../http/errors.ts'
+import { routeMiss } from '../http/route-contract.ts'
 import { SseStream } from '../http/sse.ts'
 import { ClientGoneError, type ChatOutcome, type ChatRequest, type ChatRun } from '../openai/chat-service.ts'
 import { ChatCompletion, ChatCompletionBody, ModelList, ModelObject, OpenAIErrorBody } from '../schemas/openai.ts'
@@ -85,8 +86,8 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     if (statusCode >= 500) request.log.error({ err: error }, 'request failed')
     void reply.code(statusCode).headers(headers).send(body)
   })
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: { message: `Unknown request URL: ${request.method} ${request.url.split('?')[0]}`, type: 'invalid_request_error', param: null, code: 'not_found' } })
+  app.setNotFoundHandler(async request => {
+    throw routeMiss(app, request, `Unknown request URL: ${request.method} ${request.url.split('?')[0]}`)
   })
 
   const created = Math.floor(ctx.startedAt / 1000)
@@ -113,7 +114,14 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     schema: {
       summary: 'OpenAI Chat Completions, answered by claude -p (streaming with stream: true).',
       body: ChatCompletionBody,
-      response: { 200: ChatCompletion, 400: OpenAIErrorBody, 401: OpenAIErrorBody, 404: OpenAIErrorBody, 429: OpenAIErrorBody, 500: OpenAIErrorBody, 502: OpenAIErrorBody, 503: OpenAIErrorBody, 504: OpenAIErrorBody },
+      response: {
+        200: {
+          description: 'A `chat.completion`; with `stream: true` an event stream of `chat.completion.chunk`s (`data: <json>`), then `data: [DONE]`.',
+          content: { 'application/json': { schema: ChatCompletion }, 'text/event-stream': { schema: Type.String() } },
+        },
+        400: OpenAIErrorBody,
+        ...Object.fromEntries([401, 404, 429, 500, 502, 503, 504].map(status => [status, OpenAIErrorBody])),
+      },
     },
   }, async (request, reply) => {
     const body = request.body
@@ -135,7 +143,9 @@ export const openaiRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     }
 
     const includeUsage = body.stream_options?.include_usage === true
-    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000 })
+    // A client that does not read is cut off past the stream's buffer (or its write timeout): its
+    // close cancels the run as the client gone, so the answer is never held whole in memory.
+    const sse = new SseStream(reply.raw, { keepAliveMs: ctx.config.sseKeepAliveSeconds * 1000, writeTimeoutMs: ctx.config.sseWriteTimeoutSeconds * 1000 })
     let roleSent = false
     const chunk = (run: ChatRun, delta: Record<string, string>, finishReason: string | null): string => JSON.stringify({
       id: run.id,

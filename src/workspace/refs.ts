@@ -14,6 +14,11 @@ export function refProblem (ref: string): string | undefined {
   if (ref.length === 0 || ref.length > 255) return 'must be 1 to 255 characters'
   if (ref.startsWith('-')) return 'must not start with "-"'
   if (isCommitId(ref)) return undefined
+  // Names are looked up under refs/heads/ and refs/tags/; a full name would be looked up as
+  // refs/heads/refs/heads/... and fail only once the job ran.
+  const full = /^refs\/(heads|tags)\/(.+)$/.exec(ref)
+  if (full !== null) return `must be a branch, tag or commit as it is named in the repository: send ${JSON.stringify(full[2])}, not ${JSON.stringify(ref)}`
+  if (ref.startsWith('refs/')) return 'must be a branch, tag or commit name, not a full ref name (refs/...)'
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x20\x7f~^:?*[\\]/.test(ref)) return 'must not contain spaces, control characters or any of ~ ^ : ? * [ \\'
   if (ref.includes('..')) return 'must not contain ".."'

@@ -1,0 +1,43 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { onTestFinished } from 'vitest'
+import { FAKE_CLAUDE, TOKEN } from './app.ts'
+
+export const SERVER = fileURLToPath(new URL('../../src/server.ts', import.meta.url))
+
+export interface Server {
+  child: ChildProcess
+  url: string
+  logs: Array<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+/** Starts the real service (src/server.ts) as a process and waits until it listens. */
+export async function startServer (env: Record<string, string>): Promise<Server> {
+  const child = spawn(process.execPath, [SERVER], {
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  onTestFinished(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  const logs: Array<Record<string, unknown>> = []
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  let stderr = ''
+  child.stderr!.setEncoding('utf8').on('data', chunk => { stderr += chunk })
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffer = ''
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buffer += chunk
+      let newline = buffer.indexOf('\n')
+      while (newline !== -1) {
+        const line = JSON.parse(buffer.slice(0, newline)) as Record<string, unknown>
+        buffer = buffer.slice(newline + 1)
+        newline = buffer.indexOf('\n')
+        logs.push(line)
+        const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(String(line.msg))
+        if (match) resolve(match[1]!)
+      }
+    })
+    void exited.then(code => reject(new Error(`server exited with ${code}: ${stderr}`)))
+  })
+  return { child, url, logs, exited }
+}
