@@ -301,7 +301,7 @@ async function workspaces () {
     const floorsDir = dir(`ws-${files}/floors`)
     const folders = new WorkspaceFolders(dir(`ws-${files}/root`))
     await folders.init()
-    const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, agentEnv: { PATH: process.env.PATH! }, logger: pino({ level: 'silent' }), now: Date.now })
+    const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, sandboxed: false, logger: pino({ level: 'silent' }), now: Date.now })
     await provider.ready
     // The floors read the same object store the service clones from: its warm bare base.
     const base = join(folders.root, 'base.git')

@@ -33,6 +33,11 @@ const HealthBody = Type.Object({
     error: Nullable(Type.String()),
   }),
   workspace: Workspace,
+  sandbox: Type.Object({
+    mode: StringEnum(['bwrap', 'off'], { description: 'SANDBOX.' }),
+    isolated: Type.Boolean({ description: 'False with SANDBOX=off: agents can reach the service, each other and the base repository.' }),
+    version: Nullable(Type.String({ description: 'Of bubblewrap.' })),
+  }),
 })
 type HealthBody = Static<typeof HealthBody>
 
@@ -79,6 +84,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
           error: info.state === 'missing' ? info.error : null,
         },
         workspace,
+        sandbox: ctx.sandbox.info,
       }
       // The route's own serializer (from HealthBody), the same for 200 and 503.
       answer = last = { closing, active, queued, uptime, info, workspace, json: reply.serialize(body) as string }
