@@ -1,9 +1,11 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import type { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
+import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
+import { WorkspaceFolders } from '../src/workspace/workspace.ts'
 import { AUTH, finished, makeApp, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 import { makeRepo, pushCommit, sh, type FixtureRepo } from './helpers/repos.ts'
@@ -217,6 +219,27 @@ describe('git workspaces', () => {
     expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', commit: repo.commits.main, fetches: 1, last_error: null })
     await (app.ctx.workspaces as GitWorkspaces).refresh()
     expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', fetches: 2 })
+  })
+
+  it('keep one refresh timer however often a broken base is mended, and none after close', async () => {
+    // Only the interval timers are faked: git, the filesystem and promises run for real.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+    try {
+      const dir = await tempDir()
+      const folders = new WorkspaceFolders(join(dir, 'root'))
+      await folders.init()
+      const provider = new GitWorkspaces({ folders, repo: join(dir, 'missing.git'), refreshMs: 60_000, maxDiffBytes: 1024, sandboxed: false, logger: pino({ level: 'silent' }), now: Date.now })
+      await provider.ready
+      expect(provider.describe().state).toBe('error')
+      for (let i = 0; i < 3; i++) {
+        await expect(provider.prepare(`job-${i}`, { signal: new AbortController().signal })).rejects.toThrow('base repository is not available')
+      }
+      expect(vi.getTimerCount()).toBe(1)
+      await provider.close()
+      expect(vi.getTimerCount()).toBe(0)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })
 

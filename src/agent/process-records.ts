@@ -73,9 +73,11 @@ function identify (pid: number): Omit<ProcessRecord, 'pid'> | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // Fields after the command name (which may hold spaces): state is field 3, starttime field 22.
-    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // A zombie runs nothing: there is nothing to kill.
+    if (fields[0] === 'Z' || fields[0] === 'X' || fields[19] === undefined) return undefined
     const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
-    return start === undefined ? undefined : { start, boot }
+    return { start: fields[19], boot }
   } catch {
     return undefined
   }
