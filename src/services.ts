@@ -8,6 +8,7 @@ import { McpProfiles } from './agent/mcp-profiles.ts'
 import { ProcessRecords } from './agent/process-records.ts'
 import { Bubblewrap, NoSandbox, type Sandbox } from './agent/sandbox.ts'
 import { stat } from 'node:fs/promises'
+import { isAbsolute } from 'node:path'
 import { ConfigError, type Config } from './config.ts'
 import { JobService } from './jobs/job-service.ts'
 import { MemoryJobStore, type JobStore } from './jobs/job-store.ts'
@@ -81,9 +82,20 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   if (leftovers.length > 0) logger.warn({ count: leftovers.length, workspaces: leftovers }, 'removed workspaces left by an earlier run')
 
   const agentEnv = buildAgentEnv(deps.env ?? process.env, config.agentEnvPassthrough)
+  const controls = new AgentControls({ mcpProfiles: await McpProfiles.load(config.mcpConfigDir), schemas: new JsonSchemaChecker() })
+  if (config.mcpConfigDir !== undefined) logger.info({ dir: config.mcpConfigDir, profiles: controls.mcpProfiles.names }, 'MCP server profiles loaded')
+  // The CLI starts the profiles' stdio servers inside the sandbox: their programs, and the
+  // absolute paths among their arguments, are visible there (read-only).
+  const mcpCommands = controls.mcpProfiles.commands
   const sandbox: Sandbox = config.sandbox === 'off'
     ? new NoSandbox()
-    : await Bubblewrap.create({ cli: config.claudeBin, env: agentEnv, stateDir: folders.sandbox, readOnly: config.sandboxReadOnly })
+    : await Bubblewrap.create({
+      cli: config.claudeBin,
+      programs: mcpCommands.map(server => server.command),
+      env: agentEnv,
+      stateDir: folders.sandbox,
+      readOnly: [...config.sandboxReadOnly, ...mcpCommands.flatMap(server => server.args.filter(arg => isAbsolute(arg)))],
+    })
   if (config.sandbox === 'off') {
     logger.warn('SANDBOX=off: agent runs are not isolated; an agent can read the service\'s environment and files, other runs\' workspaces and the base repository, and leave processes behind')
   } else {
@@ -98,8 +110,6 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   if (config.claudeConfigTemplate !== undefined && !(await isDirectory(config.claudeConfigTemplate))) {
     throw new ConfigError(`CLAUDE_CONFIG_TEMPLATE ${config.claudeConfigTemplate} is not a folder`)
   }
-  const controls = new AgentControls({ mcpProfiles: await McpProfiles.load(config.mcpConfigDir), schemas: new JsonSchemaChecker() })
-  if (config.mcpConfigDir !== undefined) logger.info({ dir: config.mcpConfigDir, profiles: controls.mcpProfiles.names }, 'MCP server profiles loaded')
   const workspaces: WorkspaceProvider = config.baseRepo === undefined
     ? new DirectoryWorkspaces(folders)
     : new GitWorkspaces({

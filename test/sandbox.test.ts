@@ -4,12 +4,14 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { AUTH, finished, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, sh } from './helpers/repos.ts'
 import { getJobOver, json, post, refusedServer, startServer } from './helpers/server.ts'
 
+const SERVICE_CODE = fileURLToPath(new URL('../src', import.meta.url))
 const SECRETS = { AUTH_TOKENS: TOKEN, WEBHOOK_SECRET: 'webhook-secret-0123456789', METRICS_TOKEN: 'metrics-token-0123456789' }
 
 describe('an agent in its sandbox', () => {
@@ -30,13 +32,13 @@ describe('an agent in its sandbox', () => {
     expect(Number(/\n(\d+)\n/.exec(count!)![1])).toBeLessThan(10)
   })
 
-  it('cannot read the base repository\'s config, or anything else of WORKSPACE_ROOT', async () => {
+  it('cannot read the base repository\'s config, anything else of WORKSPACE_ROOT, or the service\'s code', async () => {
     const repo = makeRepo(await tempDir())
     const { app, root } = await makeApp({ baseRepo: repo.origin, baseRefreshSeconds: 0 })
     await app.ctx.workspaces.ready
     expect(existsSync(join(root, 'base.git', 'config'))).toBe(true)
     const job = await run(app, {
-      prompt: `[[fake sh cat ${root}/base.git/config]] [[fake sh ls ${root}]] [[fake sh cat /run/claude-runner/base-objects/../config]] [[fake sh ls /run/claude-runner]]`,
+      prompt: `[[fake sh cat ${root}/base.git/config]] [[fake sh ls ${root}]] [[fake sh cat /run/claude-runner/base-objects/../config]] [[fake sh ls /run/claude-runner]] [[fake sh cat ${SERVICE_CODE}/server.ts]]`,
     })
     expect(job.status).toBe('completed')
     const seen = job.result!.text!
@@ -44,6 +46,7 @@ describe('an agent in its sandbox', () => {
     expect(seen).toContain(`ls: cannot access '${root}': No such file or directory`)
     expect(seen).toContain('cat: /run/claude-runner/base-objects/../config: No such file or directory')
     expect(seen).not.toContain('[remote "origin"]')
+    expect(seen).toContain(`cat: ${SERVICE_CODE}/server.ts: No such file or directory`)
   })
 
   it('cannot list or read another running job\'s workspace or configuration folder', async () => {
@@ -51,15 +54,15 @@ describe('an agent in its sandbox', () => {
     writeFileSync(join(template, '.credentials.json'), '{"token":"credential-of-every-run"}')
     const { app, root } = await makeApp({ claudeConfigTemplate: template })
     const probe = await AgentProbe.start()
-    const victim = await submit(app, { prompt: `[[fake write secret.txt victim-secret-42]] ${probe.directive}` })
+    const victim = await submit(app, { prompt: `[[fake write victim-secret.txt victim-secret-42]] ${probe.directive}` })
     await probe.waitStarted(1)
-    expect(readFileSync(join(root, 'jobs', victim.job_id, 'secret.txt'), 'utf8')).toBe('victim-secret-42')
+    expect(readFileSync(join(root, 'jobs', victim.job_id, 'victim-secret.txt'), 'utf8')).toBe('victim-secret-42')
     const attacker = await run(app, {
       prompt: [
-        `[[fake sh ls ${root}/jobs]]`, `[[fake sh cat ${root}/jobs/${victim.job_id}/secret.txt]]`,
+        `[[fake sh ls ${root}/jobs]]`, `[[fake sh cat ${root}/jobs/${victim.job_id}/victim-secret.txt]]`,
         `[[fake sh cat ${root}/claude-config/${victim.job_id}/.credentials.json]]`,
         '[[fake sh ls -a /workspace/.. /home]]', '[[fake sh cat /home/agent/.claude/.credentials.json]]',
-        '[[fake sh find / -name secret.txt 2>/dev/null]]',
+        '[[fake sh find / -name victim-secret.txt 2>/dev/null]]',
       ].join(' '),
     })
     probe.release()
@@ -68,12 +71,12 @@ describe('an agent in its sandbox', () => {
     const seen = attacker.result!.text!
     expect(seen).not.toContain('victim-secret-42')
     expect(seen).toContain(`ls: cannot access '${root}/jobs': No such file or directory`)
-    expect(seen).toContain(`cat: ${root}/jobs/${victim.job_id}/secret.txt: No such file or directory`)
+    expect(seen).toContain(`cat: ${root}/jobs/${victim.job_id}/victim-secret.txt: No such file or directory`)
     expect(seen).toContain(`cat: ${root}/claude-config/${victim.job_id}/.credentials.json: No such file or directory`)
     expect(seen).toContain('/home:\n.\n..\nagent\n')
     // Its own configuration folder holds the template's copy: that much is its own.
     expect(seen).toContain('{"token":"credential-of-every-run"}')
-    expect(seen).toContain('$ find / -name secret.txt 2>/dev/null\n[exit 1]')
+    expect(seen).toContain('$ find / -name victim-secret.txt 2>/dev/null\n[exit 1]')
   })
 
   it('cannot change the base or a local BASE_REPO by overwriting object files', async () => {

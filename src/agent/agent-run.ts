@@ -64,13 +64,12 @@ const MAX_ARG_BYTES = 100 * 1024
 
 /**
  * Every file the CLI is told to read is staged here, into the run's inputs folder, and the spec
- * rewritten to the path the CLI sees (inside the sandbox, the host's paths do not exist). Today:
- * system prompts too long for one argv element. A flag that names a host file (an MCP
- * configuration...) adds a line: `fitted.file = await inputs.copy(spec.file)`.
+ * rewritten to the path the CLI sees (inside the sandbox, the host's paths do not exist): system
+ * prompts too long for one argv element, the MCP profiles asked for. A flag that names another
+ * host file adds a line: `fitted.file = await inputs.copy(spec.file)`.
  */
 async function stageInputs (spec: AgentSpec, inputs: RunInputs): Promise<AgentSpec> {
   const long = (text: string | undefined): boolean => text !== undefined && Buffer.byteLength(text) > MAX_ARG_BYTES
-  if (!long(spec.systemPrompt) && !long(spec.appendSystemPrompt)) return spec
   const fitted: AgentSpec = { ...spec }
   if (long(spec.systemPrompt)) {
     fitted.systemPromptFile = await inputs.write('system-prompt.txt', spec.systemPrompt!)
@@ -79,6 +78,11 @@ async function stageInputs (spec: AgentSpec, inputs: RunInputs): Promise<AgentSp
   if (long(spec.appendSystemPrompt)) {
     fitted.appendSystemPromptFile = await inputs.write('append-system-prompt.txt', spec.appendSystemPrompt!)
     fitted.appendSystemPrompt = undefined
+  }
+  if (spec.mcpConfigFiles !== undefined && spec.mcpConfigFiles.length > 0) {
+    const staged: string[] = []
+    for (const file of spec.mcpConfigFiles) staged.push(await inputs.copy(file))
+    fitted.mcpConfigFiles = staged
   }
   return fitted
 }

@@ -134,6 +134,8 @@ const FILE_VARIABLES = ['NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR']
 export interface BubblewrapOptions {
   /** CLAUDE_BIN. */
   cli: string
+  /** Other programs runs start (the MCP profiles' servers): found and bound like the CLI. */
+  programs?: readonly string[] | undefined
   /** The agent's environment: its PATH finds the CLI and a script's interpreter. */
   env: Readonly<Record<string, string>>
   /** A folder of the service's own (under WORKSPACE_ROOT) for the sandbox's passwd and group. */
@@ -270,7 +272,11 @@ async function baseArgs (options: BubblewrapOptions): Promise<string[]> {
     const value = options.env[name]
     if (value !== undefined && isAbsolute(value)) extra.push(value)
   }
-  for (const path of extra) {
+  for (const program of options.programs ?? []) {
+    const found = await resolveProgram(program, options.env)
+    if (found !== undefined) extra.push(...found.binds)
+  }
+  for (const path of new Set(extra)) {
     if (!await exists(path)) continue
     const real = await realpath(path)
     args.push('--ro-bind', real, path)

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { onTestFinished } from 'vitest'
-import { FAKE_CLAUDE, TOKEN } from './app.ts'
+import { FAKE_CLAUDE, FAKE_CLAUDE_LIBS, TOKEN } from './app.ts'
 
 export const SERVER = fileURLToPath(new URL('../../src/server.ts', import.meta.url))
 
@@ -23,7 +23,7 @@ export interface ServerOptions {
 /** Starts the real service (src/server.ts) as a process and waits until it listens. */
 export async function startServer (env: Record<string, string>, options: ServerOptions = {}): Promise<Server> {
   const child = spawn(options.node ?? process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),
   })
@@ -54,7 +54,7 @@ export async function startServer (env: Record<string, string>, options: ServerO
 /** Starts the service expecting it to refuse: resolves with its exit code and stderr. */
 export async function refusedServer (env: Record<string, string>): Promise<{ code: number | null, stderr: string }> {
   const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   onTestFinished(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
