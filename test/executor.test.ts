@@ -1,7 +1,10 @@
 // AgentExecutor on its own: the real sandbox, the real fake CLI, real git workspaces, with the
 // collecting step held at a gate so a cancel or a timeout lands exactly while it runs.
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished } from 'vitest'
+import { runAgent } from '../src/agent/agent-run.ts'
 import { ProcessRecords } from '../src/agent/process-records.ts'
 import { Bubblewrap } from '../src/agent/sandbox.ts'
 import { RunCancelledError, RunTimeoutError } from '../src/errors.ts'
@@ -68,4 +71,28 @@ describe('a run stopped while its changes are collected', () => {
       expect(done).toMatchObject({ status, error: { code, message: stop.message }, exit: { code: 0, signal: null }, result: { is_error: false, result: 'all done' } })
     })
   }
+})
+
+describe('a CLI started before its prompt is known', () => {
+  it('reads the prompt its caller writes to stdin later, in the sandbox', async () => {
+    const dir = await tempDir()
+    const paths = { workspace: join(dir, 'ws'), config: join(dir, 'config'), home: join(dir, 'home'), tmp: join(dir, 'tmp'), inputs: join(dir, 'inputs') }
+    for (const path of Object.values(paths)) mkdirSync(path)
+    const env = { PATH: process.env.PATH! }
+    let spawned!: () => void
+    const started = new Promise<void>(resolve => { spawned = resolve })
+    const outcome = await runAgent({ prompt: 'never sent' }, {
+      bin: FAKE_CLAUDE,
+      sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: join(dir, 'state'), readOnly: [] }),
+      paths,
+      env,
+      killGraceMs: 1000,
+      maxOutputBytes: 1 << 20,
+      signal: new AbortController().signal,
+      onSpawn: () => { spawned() },
+      // The process runs before the prompt exists; it arrives once the caller has it.
+      stdin: stdin => { void started.then(() => stdin.end('[[fake text fed after the start]]')) },
+    })
+    expect(outcome).toMatchObject({ status: 'completed', result: { result: 'fed after the start' } })
+  })
 })

@@ -4,7 +4,9 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { AUTH, finished, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
@@ -244,6 +246,41 @@ describe('one instance per WORKSPACE_ROOT', () => {
   })
 })
 
+describe('start-up', () => {
+  it('says on /health and in its log whether runs are isolated', async () => {
+    for (const mode of ['bwrap', 'off'] as const) {
+      const lines: Array<Record<string, unknown>> = []
+      const logger = pino({ level: 'info' }, new Writable({ write (chunk, _encoding, done) { lines.push(JSON.parse(String(chunk))); done() } }))
+      const { app } = await makeApp({ sandbox: mode }, { logger })
+      const health = (await app.inject({ method: 'GET', url: '/health' })).json()
+      if (mode === 'bwrap') {
+        expect(health.sandbox).toEqual({ mode: 'bwrap', isolated: true, version: expect.stringMatching(/^\d+\.\d+/) })
+        expect(lines).toContainEqual(expect.objectContaining({ level: 30, msg: 'agent runs are sandboxed with bubblewrap' }))
+      } else {
+        expect(health.sandbox).toEqual({ mode: 'off', isolated: false, version: null })
+        expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: expect.stringContaining('SANDBOX=off: agent runs are not isolated') }))
+      }
+    }
+  })
+
+  it('fails, saying what to change, when bubblewrap is not installed', async () => {
+    const nodeOnly = await tempDir('cr-path-')
+    linkOrCopy(process.execPath, join(nodeOnly, 'node'))
+    const refused = await refusedServer({ WORKSPACE_ROOT: await tempDir(), PATH: nodeOnly })
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain('SANDBOX=bwrap, but bubblewrap is not installed: install it (Debian: apt-get install bubblewrap), or set SANDBOX=off')
+  })
+
+  it('fails, saying what to change, when this machine refuses user namespaces (as a container\'s seccomp profile does)', async () => {
+    // The service itself runs in a sandbox that forbids creating user namespaces: its bwrap is refused for real.
+    const refused = await refusedServer({ WORKSPACE_ROOT: await tempDir() }, ['bwrap', '--bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-user', '--unshare-pid', '--disable-userns', '--die-with-parent', '--'])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain('SANDBOX=bwrap, but bubblewrap cannot start a sandbox here: ')
+    expect(refused.stderr).toContain('in a container, run with a seccomp and AppArmor profile that allow them')
+    expect(refused.stderr).toContain('Or set SANDBOX=off')
+  })
+})
+
 describe('credentials', () => {
   it('never show in /health, job errors or logs: a URL\'s userinfo becomes ***', async () => {
     const { createServer } = await import('node:http')
@@ -256,8 +293,6 @@ describe('credentials', () => {
     onTestFinished(() => new Promise<void>(resolve => dumb.close(() => resolve())))
     const port = (dumb.address() as { port: number }).port
     const lines: string[] = []
-    const { pino } = await import('pino')
-    const { Writable } = await import('node:stream')
     const logger = pino({ level: 'info' }, new Writable({ write (chunk, _encoding, done) { lines.push(String(chunk)); done() } }))
     const { app } = await makeApp({ baseRepo: `http://user:s3cr3t-token@127.0.0.1:${port}/repo.git`, baseRefreshSeconds: 0 }, { logger })
     await app.ctx.workspaces.ready
@@ -286,12 +321,7 @@ async function unprivileged () {
   mkdirSync(join(dir, 'node', 'bin'), { recursive: true })
   const node = join(dir, 'node', 'bin', 'node')
   // This node may live in root's home (0700): a link elsewhere is one the user can reach.
-  try {
-    linkSync(process.execPath, node)
-  } catch {
-    copyFileSync(process.execPath, node)
-    chmodSync(node, 0o755)
-  }
+  linkOrCopy(process.execPath, node)
   return {
     options: { uid, gid: uid, node },
     path: `${join(dir, 'node', 'bin')}:/usr/local/bin:/usr/bin:/bin`,
@@ -301,5 +331,14 @@ async function unprivileged () {
       chownSync(folder, uid, uid)
       return folder
     },
+  }
+}
+
+function linkOrCopy (source: string, target: string): void {
+  try {
+    linkSync(source, target)
+  } catch {
+    copyFileSync(source, target)
+    chmodSync(target, 0o755)
   }
 }

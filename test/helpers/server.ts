@@ -51,9 +51,10 @@ export async function startServer (env: Record<string, string>, options: ServerO
   return { child, url, logs, exited }
 }
 
-/** Starts the service expecting it to refuse: resolves with its exit code and stderr. */
-export async function refusedServer (env: Record<string, string>): Promise<{ code: number | null, stderr: string }> {
-  const child = spawn(process.execPath, [SERVER], {
+/** Starts the service (behind `wrapper`, a command line it is run by) expecting it to refuse: resolves with its exit code and stderr. */
+export async function refusedServer (env: Record<string, string>, wrapper: string[] = []): Promise<{ code: number | null, stderr: string }> {
+  const [bin, ...args] = [...wrapper, process.execPath, SERVER]
+  const child = spawn(bin!, args, {
     env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
