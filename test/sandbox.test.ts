@@ -2,13 +2,13 @@
 // commands in its real sandbox (`[[fake sh COMMAND]]`, whose output becomes its answer) and the
 // tests check what it saw and what it changed.
 import { spawn } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
-import { AUTH, finished, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, FAKE_CLAUDE, finished, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, sh } from './helpers/repos.ts'
 import { getJobOver, json, post, refusedServer, startServer } from './helpers/server.ts'
@@ -157,6 +157,16 @@ describe('an agent in its sandbox', () => {
     expect(job.status).toBe('completed')
     // HEAD could not be read as a plain file: the work tree is compared with the commit it started from.
     expect(job.changes).toMatchObject({ base_commit: repo.commits.main, head_commit: repo.commits.main, files: [{ path: 'new.txt', status: 'added' }] })
+  })
+})
+
+describe('what a run sees', () => {
+  it('finds a CLI that lives under /tmp, though the run has a /tmp of its own', async () => {
+    const elsewhere = join(await tempDir('cr-cli-'), 'fixtures')
+    cpSync(dirname(FAKE_CLAUDE), elsewhere, { recursive: true })
+    const { app } = await makeApp({ claudeBin: join(elsewhere, 'fake-claude.mjs') })
+    const job = await run(app, { prompt: '[[fake sh ls /tmp]]' })
+    expect(job.status).toBe('completed')
   })
 })
 

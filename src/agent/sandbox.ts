@@ -24,7 +24,7 @@ export const INSIDE = {
 
 const AGENT_UID = 1000
 const AGENT_USER = 'agent'
-/** /dev/shm is memory: bounded, like the rest of what the sandbox keeps in memory (its root is read-only). */
+/** /dev/shm is memory: bounded (the root and the rest of /dev, also memory, are read-only). */
 const SHM_BYTES = 256 * 1024 * 1024
 /** The /tmp of a probe (`claude --version`), which has no run folders. */
 const PROBE_TMP_BYTES = 64 * 1024 * 1024
@@ -148,14 +148,20 @@ export interface BubblewrapOptions {
 export class Bubblewrap implements Sandbox {
   readonly info: SandboxInfo
   readonly #bwrap: string
-  /** The options every sandbox starts with (system binds, /etc, passwd). */
+  /** The options every sandbox starts with (namespaces, system binds, /etc, passwd). */
   readonly #base: readonly string[]
+  /**
+   * Host paths every sandbox shows read-only (programs, SANDBOX_READ_ONLY, CA files), bound after
+   * the run's own folders: one under /tmp or HOME would be hidden by those otherwise.
+   */
+  readonly #shared: readonly string[]
   readonly #options: BubblewrapOptions
   #cli: { exe: string, binds: string[] } | undefined
 
-  private constructor (bwrap: string, version: string, base: string[], options: BubblewrapOptions) {
+  private constructor (bwrap: string, version: string, base: string[], shared: string[], options: BubblewrapOptions) {
     this.#bwrap = bwrap
     this.#base = base
+    this.#shared = shared
     this.#options = options
     this.info = { mode: 'bwrap', isolated: true, version }
   }
@@ -170,10 +176,11 @@ export class Bubblewrap implements Sandbox {
       throw new ConfigError('SANDBOX=bwrap, but bubblewrap is not installed: install it (Debian: apt-get install bubblewrap), or set SANDBOX=off to run agents without isolation')
     }
     const base = await baseArgs(options)
+    const shared = await sharedBinds(options)
     const versionProbe = await probeCommand({ bin: bwrap, args: ['--version'], cwd: '/', env: {}, sandboxed: false }, { timeoutMs: 10_000 })
-    const sandbox = new Bubblewrap(bwrap, versionProbe.output.replace(/^bubblewrap\s*/, '') || 'unknown', base, options)
+    const sandbox = new Bubblewrap(bwrap, versionProbe.output.replace(/^bubblewrap\s*/, '') || 'unknown', base, shared, options)
     const truePath = (await which('true', '/usr/bin:/bin')) ?? '/usr/bin/true'
-    const check = await probeCommand(sandbox.#wrap([...base, ...PROBE_TMP, '--chdir', '/', '--remount-ro', '/'], [truePath], {}), { timeoutMs: 10_000 })
+    const check = await probeCommand(sandbox.#wrap([...base, ...PROBE_TMP, ...shared, '--chdir', '/', '--remount-ro', '/'], [truePath], {}), { timeoutMs: 10_000 })
     if (!check.ok) {
       throw new ConfigError(`SANDBOX=bwrap, but bubblewrap cannot start a sandbox here: ${check.output.split('\n')[0] || 'it failed'}. ` +
         'It needs user namespaces and a fresh /proc: in a container, run with a seccomp and AppArmor profile that allow them ' +
@@ -191,7 +198,6 @@ export class Bubblewrap implements Sandbox {
     const cli = await this.#resolveCli(bin)
     if (cli === undefined) return notFound(bin)
     const run = [
-      ...cli.binds.flatMap(path => ['--ro-bind', path, path]),
       '--bind', paths.home, INSIDE.home,
       '--bind', paths.config, INSIDE.config,
       '--bind', paths.tmp, INSIDE.tmp,
@@ -199,6 +205,8 @@ export class Bubblewrap implements Sandbox {
       '--bind', paths.workspace, INSIDE.workspace,
       '--ro-bind', paths.inputs, INSIDE.inputs,
       ...mounts.flatMap(mount => ['--ro-bind', mount.source, mount.target]),
+      ...this.#shared,
+      ...cli.binds.flatMap(path => ['--ro-bind', path, path]),
       '--remount-ro', '/',
       '--chdir', INSIDE.workspace,
     ]
@@ -209,7 +217,7 @@ export class Bubblewrap implements Sandbox {
   async probe (bin: string, args: readonly string[], env: Readonly<Record<string, string>>): Promise<Prepared> {
     const cli = await this.#resolveCli(bin)
     if (cli === undefined) return notFound(bin)
-    const options = [...this.#base, ...cli.binds.flatMap(path => ['--ro-bind', path, path]), ...PROBE_TMP, '--chdir', '/', '--remount-ro', '/']
+    const options = [...this.#base, ...PROBE_TMP, ...this.#shared, ...cli.binds.flatMap(path => ['--ro-bind', path, path]), '--chdir', '/', '--remount-ro', '/']
     return this.#wrap(options, [cli.exe, ...args], { ...env, HOME: INSIDE.tmp, TMPDIR: INSIDE.tmp })
   }
 
@@ -257,7 +265,8 @@ async function baseArgs (options: BubblewrapOptions): Promise<string[]> {
     if (info?.isSymbolicLink() === true) args.push('--symlink', await readlink(path), path)
     else if (info?.isDirectory() === true) args.push('--ro-bind', path, path)
   }
-  args.push('--proc', '/proc', '--dev', '/dev', '--size', String(SHM_BYTES), '--tmpfs', '/dev/shm')
+  // /dev is a tmpfs of bwrap's, as large as memory: read-only but for /dev/shm, which is bounded.
+  args.push('--proc', '/proc', '--dev', '/dev', '--size', String(SHM_BYTES), '--tmpfs', '/dev/shm', '--remount-ro', '/dev')
   for (const entry of ETC) {
     if (await exists(`/etc/${entry}`)) args.push('--ro-bind', `/etc/${entry}`, `/etc/${entry}`)
   }
@@ -267,6 +276,12 @@ async function baseArgs (options: BubblewrapOptions): Promise<string[]> {
   await writeFile(passwd, `root:x:0:0:root:/root:/usr/sbin/nologin\n${AGENT_USER}:x:${AGENT_UID}:${AGENT_UID}:claude-runner agent:${INSIDE.home}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`, { mode: 0o644 })
   await writeFile(group, `root:x:0:\n${AGENT_USER}:x:${AGENT_UID}:\nnogroup:x:65534:\n`, { mode: 0o644 })
   args.push('--ro-bind', passwd, '/etc/passwd', '--ro-bind', group, '/etc/group')
+  return args
+}
+
+/** SANDBOX_READ_ONLY, the files CA variables name, the folders of the other programs runs start. */
+async function sharedBinds (options: BubblewrapOptions): Promise<string[]> {
+  const args: string[] = []
   const extra = [...options.readOnly]
   for (const name of FILE_VARIABLES) {
     const value = options.env[name]
