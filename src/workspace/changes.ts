@@ -108,7 +108,8 @@ async function readHead (agentGit: string): Promise<string | undefined> {
   if (head === undefined) return undefined
   if (COMMIT_ID.test(head)) return head
   const ref = /^ref: (refs\/\S+)$/.exec(head)?.[1]
-  if (ref === undefined || refProblem(ref) !== undefined) return undefined
+  // The name under refs/ must be one git would accept (no `..`, no odd characters): it becomes a path.
+  if (ref === undefined || refProblem(ref.slice('refs/'.length)) !== undefined) return undefined
   const loose = (await readPlain(agentGit, ref.split('/'), 4096))?.trim()
   if (loose !== undefined) return COMMIT_ID.test(loose) ? loose : undefined
   const packed = await readPlain(agentGit, ['packed-refs'], 16 * 1024 * 1024)
