@@ -1,9 +1,10 @@
 # claude-runner: the service and the Claude Code CLI it runs.
 FROM node:24-slim
 
-# git and git-crypt for job workspaces; tini reaps whatever agents leave behind.
+# git and git-crypt for job workspaces; bubblewrap sandboxes every agent run (the container must
+# allow it: see "Running in Docker" in the README); tini reaps whatever is left behind.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git git-crypt ca-certificates tini \
+ && apt-get install -y --no-install-recommends git git-crypt ca-certificates tini bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 
 ARG CLAUDE_CODE_VERSION=2.1.332

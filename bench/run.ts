@@ -1,17 +1,18 @@
 // `npm run bench` / `./dev bench`: how close each part of claude-runner runs to its floor, measured
 // in the same run on the same machine. Not part of the test suite. Writes docs/benchmarks.md and
-// bench/results.json. Options: --only http,jobs,scale,stream,workspaces  --quick (smaller runs).
+// bench/results.json. Options: --only http,jobs,sandbox,scale,stream,workspaces,cli  --quick (smaller runs).
 import { execFileSync } from 'node:child_process'
 import { createServer } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { execa } from 'execa'
 import { pino } from 'pino'
+import { Bubblewrap, type RunPaths } from '../src/agent/sandbox.ts'
 import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
 import { WorkspaceFolders } from '../src/workspace/workspace.ts'
 import { AUTH, cpuMs, fixture, json, machine, pinTo, round, startBareFastify, startService, stats, wallNow, type Stats } from './lib.ts'
@@ -103,7 +104,8 @@ async function http () {
 async function jobs () {
   const n = quick ? 15 : 60
   const noop = fixture('noop-claude.mjs')
-  const service = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('jobs'), MAX_CONCURRENCY: '1' })
+  // The service's own overhead: without the sandbox (its cost is the sandbox suite's).
+  const service = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('jobs'), MAX_CONCURRENCY: '1', SANDBOX: 'off' })
   const direct = { spawn: [] as number[], roundTrip: [] as number[] }
   const ours = { spawn: [] as number[], roundTrip: [] as number[], preparing: [] as number[] }
   try {
@@ -141,6 +143,67 @@ async function jobs () {
     overhead_excluding_workspace_p50_ms: round(o.spawn.p50 - o.preparing.p50 - d.spawn.p50),
     overhead_p99_ms: round(o.spawn.p99 - d.spawn.p99),
     round_trip_overhead_p50_ms: round(o.roundTrip.p50 - d.roundTrip.p50),
+  }
+}
+
+// --- 2b. What the sandbox costs a run ----------------------------------------------------------
+// The same no-op CLI four ways, taking turns: spawned directly (the floor), spawned in the
+// sandbox the service builds (bwrap, the run's folders bound), and as jobs of a service with
+// SANDBOX=off and with SANDBOX=bwrap. "Spawn" is until the CLI runs its first line.
+async function sandbox () {
+  const n = quick ? 15 : 60
+  const noop = fixture('noop-claude.mjs')
+  const env = { PATH: process.env.PATH! }
+  const bwrap = await Bubblewrap.create({ cli: noop, env, stateDir: dir('sandbox-state'), readOnly: [] })
+  const off = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('sandbox-off'), MAX_CONCURRENCY: '1', SANDBOX: 'off' })
+  const on = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('sandbox-on'), MAX_CONCURRENCY: '1', SANDBOX: 'bwrap' })
+  const samples = { direct: [] as number[], directBwrap: [] as number[], serviceOff: [] as number[], serviceOn: [] as number[] }
+  const trips = { direct: [] as number[], directBwrap: [] as number[], serviceOff: [] as number[], serviceOn: [] as number[] }
+  const started = (stdout: string): number => Number(JSON.parse(stdout.trim().split('\n').at(-1)!).result)
+  const viaService = async (url: string): Promise<[number, number]> => {
+    const t0 = wallNow()
+    const job = await json(`${url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'bench' }) })
+    const done = await json(`${url}/jobs/${job.job_id}?wait=30`)
+    if (done.status !== 'completed') throw new Error(`job ${job.job_id} ${done.status}: ${JSON.stringify(done.error)}`)
+    return [Number(done.result.text) - t0, wallNow() - t0]
+  }
+  try {
+    for (let i = 0; i < n + 5; i++) {
+      let t0 = wallNow()
+      const plain = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+      const direct = [started(plain.stdout) - t0, wallNow() - t0]
+      const runDir = dir(`sandbox-run-${i}`)
+      const paths: RunPaths = { workspace: join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
+      for (const path of Object.values(paths)) mkdirSync(path)
+      t0 = wallNow()
+      const command = await bwrap.command({ paths, mounts: [], bin: noop, args: CLI_ARGS, env })
+      if ('error' in command) throw new Error(command.error.message)
+      const boxed = await execa(command.bin, command.args, { input: 'bench', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+      const directBwrap = [started(boxed.stdout) - t0, wallNow() - t0]
+      rmSync(runDir, { recursive: true, force: true })
+      const serviceOff = await viaService(off.url)
+      const serviceOn = await viaService(on.url)
+      if (i < 5) continue
+      for (const [name, [spawn, trip]] of Object.entries({ direct, directBwrap, serviceOff, serviceOn }) as Array<[keyof typeof samples, number[]]>) {
+        samples[name].push(spawn!)
+        trips[name].push(trip!)
+      }
+    }
+  } finally {
+    await Promise.all([off.stop(), on.stop()])
+  }
+  const row = (name: keyof typeof samples) => ({ spawn: ms(stats(samples[name])), round_trip: ms(stats(trips[name])) })
+  const p50 = (name: keyof typeof samples) => stats(samples[name]).p50
+  return {
+    n,
+    bwrap: bwrap.info.version,
+    direct: row('direct'),
+    direct_bwrap: row('directBwrap'),
+    service_off: row('serviceOff'),
+    service_bwrap: row('serviceOn'),
+    bwrap_added_p50_ms: round(p50('directBwrap') - p50('direct')),
+    service_bwrap_added_p50_ms: round(p50('serviceOn') - p50('serviceOff')),
+    service_bwrap_added_round_trip_p50_ms: round(stats(trips.serviceOn).p50 - stats(trips.serviceOff).p50),
   }
 }
 
@@ -301,18 +364,25 @@ async function workspaces () {
     const floorsDir = dir(`ws-${files}/floors`)
     const folders = new WorkspaceFolders(dir(`ws-${files}/root`))
     await folders.init()
-    const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, agentEnv: { PATH: process.env.PATH! }, logger: pino({ level: 'silent' }), now: Date.now })
+    const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, sandboxed: false, logger: pino({ level: 'silent' }), now: Date.now })
     await provider.ready
     // The floors read the same object store the service clones from: its warm bare base.
     const base = join(folders.root, 'base.git')
-    // The three take turns, each after the previous one's files are deleted and flushed (creating
+    // They take turns, each after the previous one's files are deleted and flushed (creating
     // files right after deleting others is slow on some filesystems): the disk is in the same state
-    // for all. The first round warms the page cache and is dropped.
+    // for all. The first round warms the page cache and is dropped. The three ways a workspace can
+    // get its objects: hardlinks (--local, what the service did), borrowed through an alternate
+    // (--shared, what it does: the agent sees the base's objects through a read-only bind),
+    // copied (--no-hardlinks). Each one's own object bytes are counted (hardlinked files are not its own).
+    const cloneWith = (flag: string, name: string) => ({
+      run: (i: number) => { execFileSync('git', ['clone', '-q', flag, base, join(floorsDir, `${name}-${i}`)]) },
+      own: (i: number) => ownBytes(join(floorsDir, `${name}-${i}`, '.git', 'objects')),
+      clean: async (i: number) => rmSync(join(floorsDir, `${name}-${i}`), { recursive: true, force: true }),
+    })
     const methods = {
-      clone: {
-        run: (i: number) => { execFileSync('git', ['clone', '-q', '--local', base, join(floorsDir, `clone-${i}`)]) },
-        clean: async (i: number) => rmSync(join(floorsDir, `clone-${i}`), { recursive: true, force: true }),
-      },
+      clone: cloneWith('--local', 'local'),
+      shared: cloneWith('--shared', 'shared'),
+      copied: cloneWith('--no-hardlinks', 'copied'),
       checkoutIndex: {
         run: (i: number) => {
           const target = join(floorsDir, `index-${i}`)
@@ -321,10 +391,12 @@ async function workspaces () {
           execFileSync('git', ['read-tree', 'main'], { env })
           execFileSync('git', ['checkout-index', '-a'], { env })
         },
+        own: () => 0,
         clean: async (i: number) => rmSync(join(floorsDir, `index-${i}`), { recursive: true, force: true }),
       },
       service: {
         run: async (i: number) => { made.set(i, await provider.prepare(`bench-${i}`, { signal: new AbortController().signal })) },
+        own: (i: number) => ownBytes(join(made.get(i)!.path, '.git', 'objects')),
         clean: async (i: number) => {
           await made.get(i)?.dispose()
           await folders.drain()
@@ -332,26 +404,32 @@ async function workspaces () {
       },
     }
     const made = new Map<number, Awaited<ReturnType<typeof provider.prepare>>>()
-    const samples: Record<keyof typeof methods, number[]> = { clone: [], checkoutIndex: [], service: [] }
+    const samples: Record<keyof typeof methods, number[]> = { clone: [], shared: [], copied: [], checkoutIndex: [], service: [] }
+    const own: Partial<Record<keyof typeof methods, number>> = {}
     for (let i = 0; i < runs + 1; i++) {
-      for (const [name, method] of Object.entries(methods) as Array<[keyof typeof methods, typeof methods.clone]>) {
+      for (const [name, method] of Object.entries(methods) as Array<[keyof typeof methods, { run: (i: number) => unknown, own: (i: number) => number, clean: (i: number) => Promise<void> }]>) {
         execFileSync('sync')
         const t0 = performance.now()
         await method.run(i)
         if (i > 0) samples[name].push(performance.now() - t0)
+        own[name] = method.own(i)
         await method.clean(i)
       }
     }
     const clone = stats(samples.clone)
     const checkoutIndex = stats(samples.checkoutIndex)
     const ours = stats(samples.service)
+    const mib = (bytes: number | undefined) => round((bytes ?? 0) / 2 ** 20, 1)
     await provider.close()
     rmSync(join(scratch, `ws-${files}`), { recursive: true, force: true })
     results.push({
       files,
       floor_clone_local_ms: ms(clone),
+      clone_shared_ms: ms(stats(samples.shared)),
+      clone_no_hardlinks_ms: ms(stats(samples.copied)),
       floor_checkout_index_ms: ms(checkoutIndex),
       service_prepare_ms: ms(ours),
+      own_objects_mib: { clone_local: mib(own.clone), clone_shared: mib(own.shared), clone_no_hardlinks: mib(own.copied), service: mib(own.service) },
       ratio_to_clone: round(ours.p50 / clone.p50, 2),
       ratio_to_checkout_index: round(ours.p50 / checkoutIndex.p50, 2),
     })
@@ -385,21 +463,46 @@ async function cli () {
     await execa(claude, CLI_ARGS, { input: 'say ok', cwd, env, extendEnv: false })
     return performance.now() - t0
   }
+  // The same run in the sandbox the service gives it (fresh folders, bwrap).
+  const bwrap = await Bubblewrap.create({ cli: claude, env: base, stateDir: dir('cli-sandbox-state'), readOnly: [] })
+  const runBoxed = async (i: number) => {
+    const runDir = dir(`cli-boxed-${i}`)
+    const paths: RunPaths = { workspace: join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
+    for (const path of Object.values(paths)) mkdirSync(path)
+    const t0 = performance.now()
+    const command = await bwrap.command({ paths, mounts: [], bin: claude, args: CLI_ARGS, env: base })
+    if ('error' in command) throw new Error(command.error.message)
+    await execa(command.bin, command.args, { input: 'say ok', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+    return performance.now() - t0
+  }
   const n = quick ? 3 : 10
   const fresh: number[] = []
   const reused: number[] = []
+  const boxed: number[] = []
   try {
     await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: shared })
     for (let i = 0; i < n; i++) {
       reused.push(await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: shared }))
       fresh.push(await runOnce({ ...base, HOME: dir('cli-home'), CLAUDE_CONFIG_DIR: dir(`cli-fresh-${i}`) }))
+      boxed.push(await runBoxed(i))
     }
   } finally {
     server.close()
   }
   const f = stats(fresh)
   const r = stats(reused)
-  return { runs: n, shared_config_ms: ms(r), fresh_config_ms: ms(f), added_p50_ms: round(f.p50 - r.p50) }
+  const b = stats(boxed)
+  return { runs: n, shared_config_ms: ms(r), fresh_config_ms: ms(f), sandboxed_ms: ms(b), added_p50_ms: round(f.p50 - r.p50), sandbox_added_p50_ms: round(b.p50 - f.p50) }
+}
+
+/** Bytes of the files under `dir` that are its own: a hardlinked file (more than one link) is shared. */
+function ownBytes (dir: string): number {
+  let total = 0
+  for (const entry of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    const info = lstatSync(join(dir, entry))
+    if (info.isFile() && info.nlink === 1) total += info.size
+  }
+  return total
 }
 
 function ms (s: Stats) {
@@ -409,7 +512,7 @@ function ms (s: Stats) {
 // --- run and report -------------------------------------------------------------------------
 // http runs last: autocannon leaves this process large, and a large process forks more slowly,
 // which would slow the direct-spawn floors of the other suites.
-const suites = { jobs, stream, cli, scale, workspaces, http } as const
+const suites = { jobs, sandbox, stream, cli, scale, workspaces, http } as const
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
 try {
   for (const [name, suite] of Object.entries(suites)) {
@@ -439,6 +542,7 @@ interface Report {
   machine: Record<string, string | number>
   http?: Awaited<ReturnType<typeof http>>
   jobs?: Awaited<ReturnType<typeof jobs>>
+  sandbox?: Awaited<ReturnType<typeof sandbox>>
   scale?: Awaited<ReturnType<typeof scale>>
   stream?: Awaited<ReturnType<typeof stream>>
   workspaces?: Awaited<ReturnType<typeof workspaces>>
@@ -485,7 +589,7 @@ function report (r: Report): string {
   if (r.jobs) {
     const j = r.jobs
     lines.push('## Job overhead', '',
-      `${j.n} no-op jobs one after another (MAX_CONCURRENCY=1). "Spawn" is from the moment the client sends \`POST /execute\``,
+      `${j.n} no-op jobs one after another (MAX_CONCURRENCY=1, SANDBOX=off: what the sandbox adds is the next section). "Spawn" is from the moment the client sends \`POST /execute\``,
       'to the moment the agent process runs its first line (it reports its own wall-clock start); the floor is a direct',
       '`execa` spawn of the same CLI. "Round trip" ends when the client has the finished job (`GET /jobs/:id?wait`).', '',
       '| | p50 ms | p99 ms |', '| --- | --- | --- |',
@@ -497,6 +601,21 @@ function report (r: Report): string {
       '', `Overhead over the direct spawn, p50: ${j.overhead_p50_ms} ms (${j.overhead_excluding_workspace_p50_ms} ms excluding the workspace); p99: ${j.overhead_p99_ms} ms.`,
       `Round trip overhead, p50: ${j.round_trip_overhead_p50_ms} ms.`,
       `Goal: < 5 ms p50 over the direct spawn, excluding the workspace: ${verdict(j.overhead_excluding_workspace_p50_ms < 5)}.`, '')
+  }
+  if (r.sandbox) {
+    const x = r.sandbox
+    const line = (label: string, row: typeof x.direct) => `| ${label} | ${row.spawn.p50} | ${row.spawn.p99} | ${row.round_trip.p50} | ${row.round_trip.p99} |`
+    lines.push('## The sandbox', '',
+      `${x.n} runs of a no-op CLI each way, taking turns (bubblewrap ${x.bwrap}). "Spawn" is until the CLI runs its first line; "round trip"`,
+      'until its exit (direct) or until the client has the finished job (service). In the sandbox, the run has its folders',
+      'bound (workspace, configuration folder, HOME, /tmp, inputs), its own user, PID, IPC and mount namespaces, a read-only root.', '',
+      '| | spawn p50 ms | spawn p99 ms | round trip p50 ms | round trip p99 ms |', '| --- | --- | --- | --- | --- |',
+      line('floor: direct spawn', x.direct),
+      line('direct spawn in the sandbox (bwrap)', x.direct_bwrap),
+      line('service, SANDBOX=off', x.service_off),
+      line('service, SANDBOX=bwrap (the default)', x.service_bwrap),
+      '', `bwrap adds ${x.bwrap_added_p50_ms} ms to a run's start at p50; through the service, SANDBOX=bwrap adds ${x.service_bwrap_added_p50_ms} ms to the start`,
+      `and ${x.service_bwrap_added_round_trip_p50_ms} ms to the round trip (the run's folders are made and removed too). The real CLI's start-up is about a second (next section).`, '')
   }
   if (r.scale) {
     const s = r.scale
@@ -537,18 +656,24 @@ function report (r: Report): string {
       '| | p50 ms | p99 ms |', '| --- | --- | --- |',
       `| shared, warm configuration folder | ${c.shared_config_ms.p50} | ${c.shared_config_ms.p99} |`,
       `| fresh configuration folder per run | ${c.fresh_config_ms.p50} | ${c.fresh_config_ms.p99} |`,
-      '', `A folder of its own costs each run ${c.added_p50_ms} ms at p50: the price of never sharing \`.claude.json\` between concurrent runs.`, '')
+      ...(c.sandboxed_ms === undefined ? [] : [`| fresh folders, in the sandbox (as the service runs it) | ${c.sandboxed_ms.p50} | ${c.sandboxed_ms.p99} |`]),
+      '', `A folder of its own costs each run ${c.added_p50_ms} ms at p50: the price of never sharing \`.claude.json\` between concurrent runs.`,
+      ...(c.sandbox_added_p50_ms === undefined ? [] : [`The sandbox adds ${c.sandbox_added_p50_ms} ms at p50 to a real CLI run.`]), '')
   }
   if (r.workspaces) {
     const w = r.workspaces
     lines.push('## Workspaces', '',
-      'Preparing one job\'s workspace at BASE_REF (`GitWorkspaces.prepare`: one `clone --local --branch` of the warm base,',
+      'Preparing one job\'s workspace at BASE_REF (`GitWorkspaces.prepare`: one `clone --shared --branch` of the warm base,',
       `its template holding the git-crypt key, parallel checkout from 1,000 files), p50 of ${w.runs} runs after one warm-up, on`,
-      'generated repositories (~10 KB of incompressible text per file). Floors, from the same base: `git clone --local` with',
-      'its checkout, and `git read-tree` + `checkout-index -a` into an empty folder (the files and nothing else). The three',
-      'take turns, each after the previous one\'s files are deleted and flushed.', '',
-      '| files | floor: clone --local | floor: checkout-index | service prepare | ratio to clone | ratio to checkout-index |', '| --- | --- | --- | --- | --- | --- |',
-      ...w.sizes.map(size => `| ${size.files} | ${size.floor_clone_local_ms.p50} ms | ${size.floor_checkout_index_ms.p50} ms | ${size.service_prepare_ms.p50} ms | ${size.ratio_to_clone} | ${size.ratio_to_checkout_index} |`),
+      'generated repositories (~10 KB of incompressible text per file). From the same base: `git clone` with its checkout,',
+      'its objects hardlinked (`--local`), borrowed (`--shared`) or copied (`--no-hardlinks`), and `git read-tree` +',
+      '`checkout-index -a` into an empty folder (the files and nothing else, the floor). They take turns, each after the',
+      'previous one\'s files are deleted and flushed.', '',
+      '| files | clone --local | clone --shared | clone --no-hardlinks | floor: checkout-index | service prepare | ratio to --local | ratio to checkout-index |', '| --- | --- | --- | --- | --- | --- | --- | --- |',
+      ...w.sizes.map(size => `| ${size.files} | ${size.floor_clone_local_ms.p50} ms | ${size.clone_shared_ms?.p50 ?? '-'} ms | ${size.clone_no_hardlinks_ms?.p50 ?? '-'} ms | ${size.floor_checkout_index_ms.p50} ms | ${size.service_prepare_ms.p50} ms | ${size.ratio_to_clone} | ${size.ratio_to_checkout_index} |`),
+      '', 'Object bytes each workspace holds of its own (hardlinked files are shared with the base: an agent that can write them changes the base):', '',
+      '| files | clone --local | clone --shared | clone --no-hardlinks | service |', '| --- | --- | --- | --- | --- |',
+      ...w.sizes.filter(size => size.own_objects_mib !== undefined).map(size => `| ${size.files} | ${size.own_objects_mib!.clone_local} MiB | ${size.own_objects_mib!.clone_shared} MiB | ${size.own_objects_mib!.clone_no_hardlinks} MiB | ${size.own_objects_mib!.service} MiB |`),
       '')
   }
   return lines.join('\n')

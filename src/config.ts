@@ -70,6 +70,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 // The choices of `claude --permission-mode` (2.1.332).
 const PERMISSION_MODES = ['acceptEdits', 'auto', 'bypassPermissions', 'manual', 'dontAsk', 'plan'] as const
 const SYSTEM_PROMPT_MODES = ['append', 'replace'] as const
+const SANDBOX_MODES = ['bwrap', 'off'] as const
 const MiB = 1024 * 1024
 
 const settings = {
@@ -91,6 +92,14 @@ const settings = {
   maxFinishedJobs: { env: 'MAX_FINISHED_JOBS', default: 1000, parse: integer(1, 10_000_000) },
   maxRetainedBytes: { env: 'MAX_RETAINED_BYTES', default: 256 * MiB, parse: integer(MiB, 64 * 1024 * MiB) },
   claudeBin: { env: 'CLAUDE_BIN', default: 'claude', parse: string() },
+  sandbox: { env: 'SANDBOX', default: 'bwrap' as (typeof SANDBOX_MODES)[number], parse: oneOf(SANDBOX_MODES) },
+  sandboxReadOnly: {
+    env: 'SANDBOX_READ_ONLY',
+    default: (): string[] => [],
+    parse: list((item, name) => {
+      if (!isAbsolute(item)) throw new ConfigError(`${name}: ${JSON.stringify(item)} is not an absolute path`)
+    }),
+  },
   workspaceRoot: { env: 'WORKSPACE_ROOT', default: () => join(tmpdir(), 'claude-runner'), parse: path() },
   maxOutputBytes: { env: 'MAX_OUTPUT_BYTES', default: 8 * MiB, parse: integer(64 * 1024, 1024 * MiB) },
   killGraceSeconds: { env: 'KILL_GRACE_SECONDS', default: 10, parse: seconds(0, 600) },

@@ -5,7 +5,10 @@ import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
 import { JsonSchemaChecker } from './agent/json-schema-check.ts'
 import { McpProfiles } from './agent/mcp-profiles.ts'
+import { ProcessRecords } from './agent/process-records.ts'
+import { Bubblewrap, NoSandbox, type Sandbox } from './agent/sandbox.ts'
 import { stat } from 'node:fs/promises'
+import { isAbsolute } from 'node:path'
 import { ConfigError, type Config } from './config.ts'
 import { createEngine } from './engine/engine.ts'
 import type { Engine, RunRecord } from './engine/types.ts'
@@ -17,6 +20,7 @@ import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { toJobView } from './schemas/job.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
+import { InstanceLock } from './workspace/instance-lock.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
 
 export interface ServiceDeps {
@@ -37,6 +41,7 @@ export interface Services {
   workspaces: WorkspaceProvider
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
+  sandbox: Sandbox
   metrics: Metrics
   cli: CliProbe
   startedAt: number
@@ -56,22 +61,55 @@ export interface Services {
 const WEBHOOK_DRAIN_MS = 10_000
 
 export async function createServices (config: Config, deps: ServiceDeps, logger: Logger): Promise<Services> {
+  // Before anything under WORKSPACE_ROOT is touched: a second instance on the same folder would
+  // sweep away the first one's workspaces.
+  const lock = await InstanceLock.acquire(config.workspaceRoot)
+  try {
+    return await start(config, deps, logger, lock)
+  } catch (error) {
+    await lock.release()
+    throw error
+  }
+}
+
+async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: InstanceLock): Promise<Services> {
   const now = deps.now ?? Date.now
-  const folders = new WorkspaceFolders(config.workspaceRoot)
+  const folders = new WorkspaceFolders(config.workspaceRoot, { onError: (error, context) => logger.warn({ err: error }, context) })
+  const records = new ProcessRecords(folders.pids)
+  const survivors = await records.sweep()
+  if (survivors.length > 0) logger.warn({ pids: survivors }, 'killed agent processes left running by an earlier run')
   const leftovers = await folders.init()
   if (leftovers.length > 0) logger.warn({ count: leftovers.length, workspaces: leftovers }, 'removed workspaces left by an earlier run')
 
   const agentEnv = buildAgentEnv(deps.env ?? process.env, config.agentEnvPassthrough)
+  const controls = new AgentControls({ mcpProfiles: await McpProfiles.load(config.mcpConfigDir), schemas: new JsonSchemaChecker() })
+  if (config.mcpConfigDir !== undefined) logger.info({ dir: config.mcpConfigDir, profiles: controls.mcpProfiles.names }, 'MCP server profiles loaded')
+  // The CLI starts the profiles' stdio servers inside the sandbox: their programs, and the
+  // absolute paths among their arguments, are visible there (read-only).
+  const mcpCommands = controls.mcpProfiles.commands
+  const sandbox: Sandbox = config.sandbox === 'off'
+    ? new NoSandbox()
+    : await Bubblewrap.create({
+      cli: config.claudeBin,
+      programs: mcpCommands.map(server => server.command),
+      env: agentEnv,
+      stateDir: folders.sandbox,
+      readOnly: [...config.sandboxReadOnly, ...mcpCommands.flatMap(server => server.args.filter(arg => isAbsolute(arg)))],
+    })
+  if (config.sandbox === 'off') {
+    logger.warn('SANDBOX=off: agent runs are not isolated; an agent can read the service\'s environment and files, other runs\' workspaces and the base repository, and leave processes behind')
+  } else {
+    logger.info({ version: sandbox.info.version }, 'agent runs are sandboxed with bubblewrap')
+  }
   // Facts of the CLI (2.1.332): as root it refuses bypassPermissions unless IS_SANDBOX=1. Every job
-  // would fail with the CLI's message; say it once, at start-up, instead.
-  if (config.agentPermissionMode === 'bypassPermissions' && process.getuid?.() === 0 && agentEnv.IS_SANDBOX !== '1') {
-    throw new ConfigError('AGENT_PERMISSION_MODE=bypassPermissions as root: the Claude Code CLI refuses it unless IS_SANDBOX=1. Set IS_SANDBOX=1 if this machine is a sandbox, or run the service as another user (the Docker image does)')
+  // would fail with the CLI's message; say it once, at start-up, instead. In the sandbox the agent
+  // is not root, whoever the service runs as.
+  if (config.sandbox === 'off' && config.agentPermissionMode === 'bypassPermissions' && process.getuid?.() === 0 && agentEnv.IS_SANDBOX !== '1') {
+    throw new ConfigError('AGENT_PERMISSION_MODE=bypassPermissions as root with SANDBOX=off: the Claude Code CLI refuses it unless IS_SANDBOX=1. Use SANDBOX=bwrap (agents then never run as root), run the service as another user, or set IS_SANDBOX=1 if this machine is a sandbox')
   }
   if (config.claudeConfigTemplate !== undefined && !(await isDirectory(config.claudeConfigTemplate))) {
     throw new ConfigError(`CLAUDE_CONFIG_TEMPLATE ${config.claudeConfigTemplate} is not a folder`)
   }
-  const controls = new AgentControls({ mcpProfiles: await McpProfiles.load(config.mcpConfigDir), schemas: new JsonSchemaChecker() })
-  if (config.mcpConfigDir !== undefined) logger.info({ dir: config.mcpConfigDir, profiles: controls.mcpProfiles.names }, 'MCP server profiles loaded')
   const workspaces: WorkspaceProvider = config.baseRepo === undefined
     ? new DirectoryWorkspaces(folders)
     : new GitWorkspaces({
@@ -81,12 +119,14 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
       refreshMs: config.baseRefreshSeconds * 1000,
       gitCryptKey: config.gitCryptKey,
       maxDiffBytes: config.maxDiffBytes,
-      agentEnv,
+      sandboxed: sandbox.info.isolated,
       logger,
       now,
     })
   const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
+    sandbox,
+    records,
     env: agentEnv,
     killGraceMs: config.killGraceSeconds * 1000,
     maxOutputBytes: config.maxOutputBytes,
@@ -161,8 +201,9 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
     webhooks,
     workspaces,
     controls,
+    sandbox,
     metrics,
-    cli: new CliProbe(config.claudeBin, agentEnv),
+    cli: new CliProbe(config.claudeBin, agentEnv, sandbox),
     startedAt: now(),
     version: packageJson.version,
     now,
@@ -176,8 +217,9 @@ export async function createServices (config: Config, deps: ServiceDeps, logger:
       await engine.close()
       await workspaces.close()
       await controls.close()
-      await folders.drain()
+      await folders.close()
       metrics.close()
+      await lock.release()
     },
   }
 }

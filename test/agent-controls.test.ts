@@ -52,7 +52,8 @@ describe('agent controls on the command line', () => {
       '--effort=xhigh',
       '--allowedTools=Read', '--allowedTools=Bash(git diff:*)', '--allowedTools=-x', '--allowedTools=mcp__github__*', '--allowedTools=Bash(echo a,b)',
       '--disallowedTools=Write', '--disallowedTools=Bash(rm -rf:*)',
-      `--mcp-config=${join(dir, 'github.json')}`, `--mcp-config=${join(dir, 'docs.json')}`, '--strict-mcp-config',
+      // The profiles are copied into the run's inputs folder: the sandbox shows the CLI that, read-only.
+      '--mcp-config=/run/claude-runner/inputs/github.json', '--mcp-config=/run/claude-runner/inputs/docs.json', '--strict-mcp-config',
       '--append-system-prompt=--dangerously-skip-permissions is text here\nand so is this line',
     ])
     // The job shows what was asked, as asked: profile names, not the files they stand for.

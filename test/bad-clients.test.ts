@@ -4,7 +4,7 @@ import { runInNewContext } from 'node:vm'
 import OpenAI from 'openai'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { AUTH, finished, getJob, listen, makeApp, submit, tempDir, TOKEN } from './helpers/app.ts'
-import { AgentProbe, expectAllGone, readPid } from './helpers/probe.ts'
+import { AgentProbe, expectAllGone } from './helpers/probe.ts'
 import { makeRepo } from './helpers/repos.ts'
 import { collectEvents } from './helpers/sse.ts'
 
@@ -34,13 +34,15 @@ describe('a streaming chat completion whose client never reads', () => {
     // A 64 MiB answer, far more than the 4 MiB a stream may hold; the answer bound is out of the way.
     const { app } = await makeApp({ maxOutputBytes: 256 * MiB })
     const base = await listen(app)
-    const dir = await tempDir()
-    const body = JSON.stringify({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `[[fake pidfile ${dir}/agent]] [[fake flood-deltas ${64 * MiB}]]` }] })
+    // Released from the start: it only records the agent's host pid (its own is its sandbox's).
+    const probe = await AgentProbe.start()
+    probe.release()
+    const body = JSON.stringify({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `${probe.directive} [[fake flood-deltas ${64 * MiB}]]` }] })
     const rssBefore = process.memoryUsage().rss
     const client = await rawClient(base, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     client.socket.pause()
     await vi.waitFor(async () => expect(await metric(app, 'claude_runner_chat_completions_total{outcome="client_gone"} 1')).toBe(true), { timeout: 30_000, interval: 100 })
-    await expectAllGone([readPid(`${dir}/agent`)])
+    await expectAllGone([probe.started[0]!.pid])
     expect(app.ctx.engine.queue.counts.active).toBe(0)
     await vi.waitFor(async () => expect(await openConnections(app)).toBe(0))
     // Without the bound the whole answer waits in memory for the client, on top of the run's own
@@ -52,15 +54,16 @@ describe('a streaming chat completion whose client never reads', () => {
     const { app } = await makeApp({ maxOutputBytes: 256 * 1024 })
     const base = await listen(app)
     const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: TOKEN, maxRetries: 0 })
-    const dir = await tempDir()
-    const whole = await client.chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: `[[fake pidfile ${dir}/whole]] [[fake flood ${4 * MiB}]]` }] })
+    const probe = await AgentProbe.start()
+    probe.release()
+    const whole = await client.chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: `${probe.directive} [[fake flood ${4 * MiB}]]` }] })
     expect(whole.choices[0]!.finish_reason).toBe('length')
     const content = whole.choices[0]!.message.content!
     expect(Buffer.byteLength(content)).toBeLessThanOrEqual(256 * 1024)
     expect(Buffer.byteLength(content)).toBeGreaterThan(190 * 1024)
     expect(content).toMatch(/^x+\n\nx+/)
 
-    const stream = await client.chat.completions.create({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `[[fake pidfile ${dir}/streamed]] [[fake flood-deltas ${4 * MiB}]]` }] })
+    const stream = await client.chat.completions.create({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `${probe.directive} [[fake flood-deltas ${4 * MiB}]]` }] })
     let streamed = ''
     let reason: string | null = null
     for await (const chunk of stream) {
@@ -70,7 +73,8 @@ describe('a streaming chat completion whose client never reads', () => {
     expect(reason).toBe('length')
     expect(Buffer.byteLength(streamed)).toBe(256 * 1024)
     // The runs were stopped at the bound, not left to print the rest.
-    await expectAllGone([readPid(`${dir}/whole`), readPid(`${dir}/streamed`)])
+    await expectAllGone(probe.started.map(start => start.pid))
+    expect(probe.started).toHaveLength(2)
     expect(await metric(app, 'claude_runner_chat_completions_total{outcome="length"} 2')).toBe(true)
   })
 

@@ -1,11 +1,13 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import type { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
-import { AUTH, finished, makeApp, run, submit, tempDir } from './helpers/app.ts'
-import { AgentProbe, expectAllGone, readPid } from './helpers/probe.ts'
+import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
+import { WorkspaceFolders } from '../src/workspace/workspace.ts'
+import { AUTH, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
+import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 import { makeRepo, pushCommit, sh, type FixtureRepo } from './helpers/repos.ts'
 
 async function gitApp (repo: FixtureRepo, overrides: Partial<Config> = {}) {
@@ -15,6 +17,8 @@ async function gitApp (repo: FixtureRepo, overrides: Partial<Config> = {}) {
 }
 
 const workspaceFiles = async (root: string) => readdir(join(root, 'jobs'))
+/** What `[[fake sh COMMAND]]` answers. */
+const shell = (command: string, output: string, exit = 0) => `$ ${command}\n${output}[exit ${exit}]`
 
 describe('git workspaces', () => {
   it('give each job a full checkout of BASE_REF from a warm base', async () => {
@@ -25,19 +29,19 @@ describe('git workspaces', () => {
     expect(health.workspace.last_fetch_at).toEqual(expect.any(String))
 
     const probe = await AgentProbe.start()
-    const job = await submit(app, { prompt: probe.directive })
+    // What the agent sees, from inside its sandbox.
+    const job = await submit(app, { prompt: `[[fake sh git rev-parse HEAD]] [[fake sh git status --porcelain]] [[fake sh cat CHANGELOG.md]] ${probe.directive}` })
     await probe.waitStarted(1)
-    const cwd = probe.started[0]!.cwd
-    expect(cwd).toBe(join(root, 'jobs', job.job_id))
-    expect(sh(cwd, ['rev-parse', 'HEAD'])).toBe(repo.commits.main)
-    expect(readFileSync(join(cwd, 'CHANGELOG.md'), 'utf8')).toBe('- second commit\n')
-    expect(sh(cwd, ['status', '--porcelain'])).toBe('')
+    expect(probe.started[0]!.cwd).toBe('/workspace')
+    const onHost = join(root, 'jobs', job.job_id)
+    expect(readFileSync(join(onHost, 'CHANGELOG.md'), 'utf8')).toBe('- second commit\n')
     probe.release()
     const done = await finished(app, job.job_id)
     expect(done.status).toBe('completed')
+    expect(done.result!.text).toBe([shell('git rev-parse HEAD', `${repo.commits.main}\n`), shell('git status --porcelain', ''), shell('cat CHANGELOG.md', '- second commit\n')].join('\n'))
     expect(done.changes).toMatchObject({ base_commit: repo.commits.main, head_commit: repo.commits.main, commits: [], files: [], diff: '', diff_truncated: false, push: null })
     expect(Object.keys(done.phase_ms).sort()).toEqual(['collecting', 'preparing', 'running'])
-    expect(existsSync(cwd)).toBe(false)
+    expect(existsSync(onHost)).toBe(false)
   })
 
   it('report exactly what the agent created, modified, deleted and committed', async () => {
@@ -142,17 +146,14 @@ describe('git workspaces', () => {
     const expected = [repo.commits.main, repo.commits.feature, repo.commits.initial, repo.commits.feature, repo.commits.main, repo.commits.feature, repo.commits.initial, repo.commits.main, repo.commits.initial, repo.commits.main]
     const jobs = []
     for (const [i, ref] of refs.entries()) {
-      jobs.push(await submit(app, { prompt: `${probe.directive} [[fake rm README.md]] [[fake write job-${i}.txt ${i}]] [[fake append src/app.txt job ${i}\\n]]`, ref }))
+      jobs.push(await submit(app, { prompt: `${probe.directive} [[fake rm README.md]] [[fake write job-${i}.txt ${i}]] [[fake append src/app.txt job ${i}\\n]] [[fake sh git rev-parse HEAD]]`, ref }))
     }
     await probe.waitStarted(10)
-    const byJob = new Map(probe.started.map(start => [start.cwd.split('/').at(-1)!, start.cwd]))
-    for (const [i, job] of jobs.entries()) {
-      expect(sh(byJob.get(job.job_id)!, ['rev-parse', 'HEAD']), `job ${i}`).toBe(expected[i])
-    }
     probe.release()
     const done = await Promise.all(jobs.map(job => finished(app, job.job_id)))
     for (const [i, job] of done.entries()) {
       expect(job.status).toBe('completed')
+      expect(job.result!.text, `job ${i}`).toBe(shell('git rev-parse HEAD', `${expected[i]}\n`))
       expect(job.changes!.base_commit).toBe(expected[i])
       expect(job.changes!.files.map(file => file.path).sort()).toEqual(['README.md', `job-${i}.txt`, 'src/app.txt'])
       expect(job.changes!.diff).toContain(`+job ${i}`)
@@ -182,19 +183,22 @@ describe('git workspaces', () => {
   it('remove the workspace after every outcome: failure, timeout, cancel', async () => {
     const repo = makeRepo(await tempDir())
     const { app, root } = await gitApp(repo, { killGraceSeconds: 0.5 })
-    const dir = await tempDir()
     const failed = await run(app, { prompt: '[[fake write x.txt x]] [[fake is-error]]' })
     expect(failed.status).toBe('failed')
     expect(failed.changes!.files).toEqual([{ path: 'x.txt', status: 'added' }])
-    const timedOut = await run(app, { prompt: `[[fake write y.txt y]] [[fake pidfile ${dir}/t]] [[fake hang]]`, timeout_seconds: 1.5 })
+    const hung = await AgentProbe.start()
+    const timing = await submit(app, { prompt: `[[fake write y.txt y]] ${hung.directive}`, timeout_seconds: 2 })
+    await hung.waitStarted(1)
+    const timedOut = await finished(app, timing.job_id)
     expect(timedOut.status).toBe('timed_out')
     expect(timedOut.changes!.files).toEqual([{ path: 'y.txt', status: 'added' }])
     const probe = await AgentProbe.start()
     const cancelled = await submit(app, { prompt: probe.directive })
     await probe.waitStarted(1)
+    const left = [probe.started[0]!.pid, ...descendants((await record(app, cancelled.job_id)).pid!)]
     await app.inject({ method: 'DELETE', url: `/jobs/${cancelled.job_id}`, headers: AUTH })
     expect((await finished(app, cancelled.job_id)).status).toBe('cancelled')
-    await expectAllGone([readPid(`${dir}/t`), probe.started[0]!.pid])
+    await expectAllGone([hung.started[0]!.pid, ...left])
     expect(await workspaceFiles(root)).toEqual([])
   })
 
@@ -216,6 +220,27 @@ describe('git workspaces', () => {
     await (app.ctx.workspaces as GitWorkspaces).refresh()
     expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', fetches: 2 })
   })
+
+  it('keep one refresh timer however often a broken base is mended, and none after close', async () => {
+    // Only the interval timers are faked: git, the filesystem and promises run for real.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] })
+    try {
+      const dir = await tempDir()
+      const folders = new WorkspaceFolders(join(dir, 'root'))
+      await folders.init()
+      const provider = new GitWorkspaces({ folders, repo: join(dir, 'missing.git'), refreshMs: 60_000, maxDiffBytes: 1024, sandboxed: false, logger: pino({ level: 'silent' }), now: Date.now })
+      await provider.ready
+      expect(provider.describe().state).toBe('error')
+      for (let i = 0; i < 3; i++) {
+        await expect(provider.prepare(`job-${i}`, { signal: new AbortController().signal })).rejects.toThrow('base repository is not available')
+      }
+      expect(vi.getTimerCount()).toBe(1)
+      await provider.close()
+      expect(vi.getTimerCount()).toBe(0)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
 })
 
 describe('git-crypt', () => {
@@ -224,18 +249,14 @@ describe('git-crypt', () => {
     const { app } = await gitApp(repo, { gitCryptKey: repo.key, allowPush: true })
     expect((await app.inject({ method: 'GET', url: '/health' })).json().workspace).toMatchObject({ state: 'ready', git_crypt: 'unlocked' })
 
-    const probe = await AgentProbe.start()
     const job = await submit(app, {
-      prompt: `${probe.directive} [[fake write secret/new.txt NEWSECRET\\n]] [[fake append secret/token.txt ROTATED\\n]] [[fake commit rotate secrets]] [[fake write secret/later.txt LATERSECRET\\n]]`,
+      prompt: '[[fake sh cat secret/token.txt]] [[fake sh git status --porcelain]] [[fake write secret/new.txt NEWSECRET\\n]] [[fake append secret/token.txt ROTATED\\n]] [[fake commit rotate secrets]] [[fake write secret/later.txt LATERSECRET\\n]]',
       push: true,
     })
-    await probe.waitStarted(1)
-    const cwd = probe.started[0]!.cwd
-    expect(readFileSync(join(cwd, 'secret/token.txt'), 'utf8')).toBe('TOPSECRET\n')
-    expect(sh(cwd, ['status', '--porcelain'])).toBe('')
-    probe.release()
     const done = await finished(app, job.job_id)
     expect(done.status).toBe('completed')
+    // The agent saw plaintext and a clean status.
+    expect(done.result!.text).toBe([shell('cat secret/token.txt', 'TOPSECRET\n'), shell('git status --porcelain', '')].join('\n'))
     const branch = `claude-runner/${job.job_id}`
     expect(done.changes!.push).toEqual({ branch, commit: done.changes!.head_commit, remote: repo.origin })
     // In origin, every file under secret/ is ciphertext, in the agent's commit and in ours.

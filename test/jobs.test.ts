@@ -4,8 +4,8 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { AUTH, finished, getJob, appMaker, describeEngines, record, run, submit, tempDir } from './helpers/app.ts'
-import { AgentProbe, expectAllGone, isRunning, readPid } from './helpers/probe.ts'
+import { AUTH, finished, getJob, appMaker, describeEngines, record, run, submit } from './helpers/app.ts'
+import { AgentProbe, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 
 const echo = (text: string): Record<string, unknown> => JSON.parse(text)
 
@@ -184,24 +184,35 @@ describeEngines('jobs', engine => {
   })
 
   describe('timeouts', () => {
-    it('time out a hung agent, kill its whole process group and remove its workspace', async () => {
+    it('time out a hung agent, kill everything in its sandbox and remove its workspace', async () => {
       const { app, root } = await makeApp({ killGraceSeconds: 0.5 })
-      const dir = await tempDir()
-      const job = await run(app, { prompt: `[[fake pidfile ${dir}/agent]] [[fake grandchild ${dir}/grandchild]] [[fake hang]]`, timeout_seconds: 1 })
+      const probe = await AgentProbe.start()
+      // The probe never lets the agent go: it hangs there until the timeout.
+      const submitted = await submit(app, { prompt: `[[fake grandchild]] ${probe.directive}`, timeout_seconds: 2 })
+      await probe.waitStarted(1)
+      const agent = probe.started[0]!.pid
+      const sandbox = (await record(app, submitted.job_id)).pid!
+      const everything = descendants(sandbox)
+      expect(everything).toContain(agent)
+      expect(descendants(agent)).toHaveLength(1)
+      const job = await finished(app, submitted.job_id)
       expect(job.status).toBe('timed_out')
-      expect(job.error).toEqual({ code: 'timeout', message: 'the run exceeded its timeout of 1s' })
-      expect(job.exit!.signal).toBe('SIGTERM')
-      await expectAllGone([readPid(`${dir}/agent`), readPid(`${dir}/grandchild`)])
+      expect(job.error).toEqual({ code: 'timeout', message: 'the run exceeded its timeout of 2s' })
+      // The agent died of SIGTERM; bwrap reports that as 128 + 15.
+      expect(job.exit).toEqual({ code: 143, signal: null })
+      await expectAllGone([sandbox, ...everything])
       expect(await readdir(join(root, 'jobs'))).toEqual([])
     })
 
     it('SIGKILL an agent that ignores SIGTERM after the grace period', async () => {
       const { app } = await makeApp({ killGraceSeconds: 0.3 })
-      const dir = await tempDir()
-      const job = await run(app, { prompt: `[[fake ignore-sigterm]] [[fake pidfile ${dir}/agent]] [[fake hang]]`, timeout_seconds: 0.5 })
+      const probe = await AgentProbe.start()
+      const submitted = await submit(app, { prompt: `[[fake ignore-sigterm]] ${probe.directive}`, timeout_seconds: 2 })
+      await probe.waitStarted(1)
+      const job = await finished(app, submitted.job_id)
       expect(job.status).toBe('timed_out')
       expect(job.exit!.signal).toBe('SIGKILL')
-      await expectAllGone([readPid(`${dir}/agent`)])
+      await expectAllGone([probe.started[0]!.pid])
     })
 
     it('count execution only, not the time spent waiting in the queue', async () => {
@@ -245,20 +256,20 @@ describeEngines('jobs', engine => {
     it('a running job has its process group killed and its workspace removed', async () => {
       const { app, root } = await makeApp()
       const probe = await AgentProbe.start()
-      const dir = await tempDir()
-      const job = await submit(app, { prompt: `[[fake grandchild ${dir}/grandchild]] ${probe.directive}` })
+      const job = await submit(app, { prompt: `[[fake grandchild]] ${probe.directive}` })
       await probe.waitStarted(1)
       const agentPid = probe.started[0]!.pid
-      const grandchild = readPid(`${dir}/grandchild`)
+      const [grandchild] = descendants(agentPid)
+      expect(grandchild).toEqual(expect.any(Number))
       expect(isRunning(agentPid)).toBe(true)
-      expect(isRunning(grandchild)).toBe(true)
+      expect(isRunning(grandchild!)).toBe(true)
 
       const response = await app.inject({ method: 'DELETE', url: `/jobs/${job.job_id}`, headers: AUTH })
       expect(response.statusCode).toBe(202)
       expect(response.json()).toMatchObject({ status: 'running', cancel: { reason: 'user' } })
       const done = await finished(app, job.job_id)
       expect(done).toMatchObject({ status: 'cancelled', error: { code: 'cancelled', message: 'the job was cancelled' } })
-      await expectAllGone([agentPid, grandchild])
+      await expectAllGone([agentPid, grandchild!])
       expect(existsSync(join(root, 'jobs', job.job_id))).toBe(false)
       expect(app.ctx.engine.queue.counts.active).toBe(0)
     })
@@ -278,10 +289,14 @@ describeEngines('jobs', engine => {
   describe('the agent process', () => {
     it('does not outlive the job when a grandchild holds its stdout open', async () => {
       const { app } = await makeApp()
-      const dir = await tempDir()
-      const job = await run(app, { prompt: `[[fake grandchild-stdout ${dir}/grandchild]]` })
-      expect(job.status).toBe('completed')
-      await expectAllGone([readPid(`${dir}/grandchild`)])
+      const probe = await AgentProbe.start()
+      const submitted = await submit(app, { prompt: `[[fake grandchild-stdout]] ${probe.directive}` })
+      await probe.waitStarted(1)
+      const grandchildren = descendants(probe.started[0]!.pid)
+      expect(grandchildren).toHaveLength(1)
+      probe.release()
+      expect((await finished(app, submitted.job_id)).status).toBe('completed')
+      await expectAllGone(grandchildren)
     })
 
     it('sees none of the service\'s secrets in its environment', async () => {

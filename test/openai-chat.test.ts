@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto'
 import OpenAI, { APIError } from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import { listen, appMaker, describeEngines, TOKEN, tempDir } from './helpers/app.ts'
-import { AgentProbe, expectAllGone, readPid } from './helpers/probe.ts'
+import { listen, appMaker, describeEngines, TOKEN } from './helpers/app.ts'
+import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 
 describeEngines('chat completions', engine => {
   const makeApp = appMaker(engine)
@@ -97,19 +97,21 @@ describeEngines('chat completions', engine => {
     it('kills the agent\'s process group and frees the slot when a stream is aborted', async () => {
       const { client, app } = await openaiApp({ maxConcurrency: 1 })
       const gate = await AgentProbe.start()
-      const dir = await tempDir()
       const created = client.chat.completions.create({
         model: 'haiku',
-        messages: user(`[[fake pidfile ${dir}/agent]] [[fake grandchild ${dir}/grandchild]] [[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]`),
+        messages: user(`[[fake grandchild]] [[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]`),
         stream: true,
       })
       await gate.waitStarted(1)
+      const agent = gate.started[0]!.pid
+      const grandchildren = descendants(agent)
+      expect(grandchildren).toHaveLength(1)
       gate.releaseOne()
       const stream = await created
       for await (const chunk of stream) {
         if (chunk.choices[0]?.delta.content) break // leaving the loop aborts the request
       }
-      await expectAllGone([readPid(`${dir}/agent`), readPid(`${dir}/grandchild`)])
+      await expectAllGone([agent, ...grandchildren])
       await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
       // The slot is free: the next call runs.
       const next = await client.chat.completions.create({ model: 'haiku', messages: user('hi') })
@@ -119,18 +121,19 @@ describeEngines('chat completions', engine => {
     it('kills the agent when a non-streaming client goes away', async () => {
       const { url, app } = await openaiApp()
       const probe = await AgentProbe.start()
-      const dir = await tempDir()
       const controller = new AbortController()
       const request = fetch(`${url}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'haiku', messages: user(`[[fake grandchild ${dir}/grandchild]] ${probe.directive}`) }),
+        body: JSON.stringify({ model: 'haiku', messages: user(`[[fake grandchild]] ${probe.directive}`) }),
         signal: controller.signal,
       })
       await probe.waitStarted(1)
+      const grandchildren = descendants(probe.started[0]!.pid)
+      expect(grandchildren).toHaveLength(1)
       controller.abort()
       await expect(request).rejects.toThrow()
-      await expectAllGone([probe.started[0]!.pid, readPid(`${dir}/grandchild`)])
+      await expectAllGone([probe.started[0]!.pid, ...grandchildren])
       await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
     })
 

@@ -9,11 +9,8 @@ import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { ExecuteBody } from '../src/schemas/job.ts'
 import { AUTH, finished, makeApp, run, tempDir, TOKEN } from './helpers/app.ts'
-import { AgentProbe, expectAllGone, isRunning, readPid } from './helpers/probe.ts'
-import { SERVER, startServer } from './helpers/server.ts'
-
-const post = (url: string, body: unknown) => fetch(`${url}/execute`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
-const json = async (response: Response | Promise<Response>) => (await (await response).json()) as Record<string, any>
+import { AgentProbe, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
+import { json, post, SERVER, startServer } from './helpers/server.ts'
 
 /** Records callbacks: the only way to see a job's end after the server is gone. */
 async function callbackReceiver () {
@@ -72,34 +69,34 @@ describe('shutdown', () => {
 
   it('cancels running jobs when the grace runs out, killing their process groups', async () => {
     const root = await tempDir()
-    const dir = await tempDir()
     const hooks = await callbackReceiver()
     const probe = await AgentProbe.start()
     const server = await startServer({
       WORKSPACE_ROOT: root, SHUTDOWN_GRACE_SECONDS: '0.5', KILL_GRACE_SECONDS: '0.5', WEBHOOK_SECRET: 'whsec_0123456789abcdef', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
     })
-    const job = await json(post(server.url, { prompt: `[[fake grandchild ${dir}/grandchild]] ${probe.directive}`, callback_url: hooks.url }))
+    const job = await json(post(server.url, { prompt: `[[fake grandchild]] ${probe.directive}`, callback_url: hooks.url }))
     await probe.waitStarted(1)
+    const grandchildren = descendants(probe.started[0]!.pid)
+    expect(grandchildren).toHaveLength(1)
     server.child.kill('SIGTERM')
     expect(await server.exited).toBe(0)
     await hooks.waitFor(1)
     expect(hooks.jobs.get(job.job_id)).toMatchObject({ status: 'cancelled', cancel: { reason: 'shutdown' }, error: { code: 'cancelled', message: expect.stringContaining('shutting down') } })
-    await expectAllGone([probe.started[0]!.pid, readPid(`${dir}/grandchild`)])
+    await expectAllGone([probe.started[0]!.pid, ...grandchildren])
     expect(await readdir(join(root, 'jobs'))).toEqual([])
   })
 
   it('exits at once on a second signal, killing the agents', async () => {
     const root = await tempDir()
-    const dir = await tempDir()
     const probe = await AgentProbe.start()
     const server = await startServer({ WORKSPACE_ROOT: root, SHUTDOWN_GRACE_SECONDS: '600' })
-    await post(server.url, { prompt: `[[fake ignore-sigterm]] [[fake pidfile ${dir}/agent]] ${probe.directive}` })
+    await post(server.url, { prompt: `[[fake ignore-sigterm]] ${probe.directive}` })
     await probe.waitStarted(1)
     server.child.kill('SIGTERM')
     await vi.waitFor(async () => expect((await fetch(`${server.url}/health`)).status).toBe(503))
     server.child.kill('SIGINT')
     expect(await server.exited).toBe(1)
-    await expectAllGone([readPid(`${dir}/agent`)])
+    await expectAllGone([probe.started[0]!.pid])
     expect(server.logs.some(line => String(line.msg).startsWith('second signal'))).toBe(true)
   })
 

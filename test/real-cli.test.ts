@@ -1,15 +1,15 @@
-// The real Claude Code CLI (npm @anthropic-ai/claude-code, pinned), run by the service against a
-// local stand-in for the Anthropic Messages API: no network, no fake of our own making.
+// The real Claude Code CLI (npm @anthropic-ai/claude-code, pinned), run by the service in its
+// sandbox against a local stand-in for the Anthropic Messages API: no network, no fake of our own making.
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
-import { describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { buildApp } from '../src/app.ts'
 import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
 import { AnthropicStub, hasToolResult, lastUserText, structuredReply, systemText, toolNamed, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
 import { AUTH, eventTypes, finished, listen, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
-import { expectAllGone, groupMembers } from './helpers/probe.ts'
+import { descendants, expectAllGone } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
 const CLAUDE = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
@@ -38,8 +38,7 @@ async function realApp (script: Script, overrides: Partial<Config> = {}) {
     ANTHROPIC_BASE_URL: stub.url,
     ANTHROPIC_API_KEY: 'dummy-key',
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    // The tests run as root in CI: the CLI takes bypassPermissions only in a declared sandbox.
-    IS_SANDBOX: '1',
+    // No IS_SANDBOX: the tests run as root in CI, but in the sandbox the CLI is not root.
     ...SERVICE_SECRETS,
   }
   const made = await makeApp({ claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', killGraceSeconds: 1, ...overrides }, { env })
@@ -47,8 +46,8 @@ async function realApp (script: Script, overrides: Partial<Config> = {}) {
 }
 
 describe('the real Claude Code CLI', () => {
-  it.runIf(process.getuid?.() === 0)('as root, refuses bypassPermissions without IS_SANDBOX at start-up, saying what to do', async () => {
-    const config = defaultConfig({ workspaceRoot: await tempDir(), claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', authTokens: [TOKEN] })
+  it.runIf(process.getuid?.() === 0)('as root with SANDBOX=off, refuses bypassPermissions without IS_SANDBOX at start-up, saying what to do', async () => {
+    const config = defaultConfig({ workspaceRoot: await tempDir(), claudeBin: CLAUDE, agentPermissionMode: 'bypassPermissions', authTokens: [TOKEN], sandbox: 'off' })
     await expect(buildApp(config, { logger: false, env: { PATH: process.env.PATH! } })).rejects.toThrow(/IS_SANDBOX=1/)
     await expect(buildApp(config, { logger: false, env: { PATH: process.env.PATH! } })).rejects.toBeInstanceOf(ConfigError)
   })
@@ -61,12 +60,17 @@ describe('the real Claude Code CLI', () => {
 
   it('writes a file with the Write tool, and the job shows it among its changes', async () => {
     const repo = makeRepo(await tempDir())
-    const { app, stub } = await realApp(call => hasToolResult(call)
-      ? { text: 'I wrote hello.txt.' }
-      : { toolUse: { name: 'Write', input: { file_path: join(cwdOf(call), 'hello.txt'), content: 'hello from the model\n' } } },
-    { baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    const cwds: string[] = []
+    const { app, stub } = await realApp(call => {
+      cwds.push(cwdOf(call))
+      return hasToolResult(call)
+        ? { text: 'I wrote hello.txt.' }
+        : { toolUse: { name: 'Write', input: { file_path: join(cwdOf(call), 'hello.txt'), content: 'hello from the model\n' } } }
+    }, { baseRepo: repo.origin, baseRefreshSeconds: 0 })
     await app.ctx.workspaces.ready
     const job = await run(app, { prompt: 'Create hello.txt saying hello.', model: 'haiku' })
+    // The model is told the sandbox's fixed path, never the host's.
+    expect(cwds).toEqual(['/workspace', '/workspace'])
     expect(job).toMatchObject({ status: 'completed', result: { text: 'I wrote hello.txt.', is_error: false, num_turns: 2 }, agent: { claude_code_version: '2.1.332', model: 'claude-haiku-5-5' } })
     expect(job.changes!.files).toEqual([{ path: 'hello.txt', status: 'added' }])
     expect(job.changes!.diff).toContain('+hello from the model')
@@ -131,13 +135,13 @@ describe('the real Claude Code CLI', () => {
     const job = await submit(app, { prompt: 'Take your time.' })
     await stub.waitForCalls(1)
     const pid = (await record(app, job.job_id)).pid!
-    expect(groupMembers(pid).length).toBeGreaterThan(0)
+    const inside = descendants(pid)
+    expect(inside.length).toBeGreaterThan(1)
     const response = await app.inject({ method: 'DELETE', url: `/jobs/${job.job_id}`, headers: AUTH })
     expect(response.statusCode).toBe(202)
     const done = await finished(app, job.job_id)
     expect(done.status).toBe('cancelled')
-    await expectAllGone([pid])
-    await vi.waitFor(() => expect(groupMembers(pid)).toEqual([]))
+    await expectAllGone([pid, ...inside])
     expect(readdirSync(join(root, 'jobs'))).toEqual([])
   })
 
@@ -176,7 +180,9 @@ describe('the real Claude Code CLI', () => {
     expect(printed).toContain('ANTHROPIC_BASE_URL=')
     for (const secret of Object.values(SERVICE_SECRETS)) expect(printed).not.toContain(secret)
     expect(printed).not.toContain('AUTH_TOKENS')
-    expect(printed).toContain(`CLAUDE_CONFIG_DIR=${join(root, 'claude-config', job.job_id)}`)
+    expect(printed).toContain('CLAUDE_CONFIG_DIR=/home/agent/.claude')
+    expect(printed).toContain('HOME=/home/agent')
+    expect(printed).not.toContain(root)
     expect(printed).toContain('FROM_CONFIG_TEMPLATE=seeded')
     // The run's configuration (and its session transcript) went with it; the home was never used.
     expect(readdirSync(join(root, 'claude-config'))).toEqual([])

@@ -113,9 +113,9 @@ describeEngines('the seed', engine => {
       const a = await submit(app, { prompt: `a ${probe.directive}`, agent: 'x' })
       const b = await submit(app, { prompt: `b ${probe.directive}`, agent: 'y' })
       await probe.waitStarted(2)
-      const cwds = probe.started.map(start => start.cwd).sort()
-      expect(new Set(cwds).size).toBe(2)
-      expect(cwds).toEqual([`${root}/jobs/${a.job_id}`, `${root}/jobs/${b.job_id}`].sort())
+      // Each agent works in /workspace of its own sandbox: its own folder on the host.
+      expect(probe.started.map(start => start.cwd)).toEqual(['/workspace', '/workspace'])
+      const cwds = [`${root}/jobs/${a.job_id}`, `${root}/jobs/${b.job_id}`]
       for (const cwd of cwds) expect(existsSync(cwd)).toBe(true)
       probe.release()
       await finished(app, a.job_id)

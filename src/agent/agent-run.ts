@@ -1,9 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import type { Writable } from 'node:stream'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
-import { runProcess } from './agent-process.ts'
+import { runProcess, type ProcessExit } from './agent-process.ts'
 import { buildCliArgs, type AgentSpec } from './cli-args.ts'
+import { RunInputs, type Mount, type RunPaths, type Sandbox } from './sandbox.ts'
 import { LineSplitter, parseLine, type AgentEvent, type CliResult } from './stream-json.ts'
 
 export type RunStatus = 'completed' | 'failed' | 'timed_out' | 'cancelled'
@@ -42,8 +41,18 @@ export interface AgentOutcome {
 
 export interface RunAgentOptions {
   bin: string
-  cwd: string
+  sandbox: Sandbox
+  /** The run's own folders on the host (workspace, configuration folder, HOME, /tmp, inputs). */
+  paths: RunPaths
+  /** Read-only binds the workspace needs. */
+  mounts?: readonly Mount[] | undefined
+  /** The agent's environment (allowlisted); the sandbox adds HOME, TMPDIR, CLAUDE_CONFIG_DIR. */
   env: Readonly<Record<string, string>>
+  /**
+   * Feeds the prompt. Default: the spec's prompt is written to stdin, which is then closed. A
+   * caller that starts the CLI before it has the prompt (stream-json input) passes its own.
+   */
+  stdin?: ((stdin: Writable) => void) | undefined
   killGraceMs: number
   maxOutputBytes: number
   signal: AbortSignal
@@ -55,23 +64,29 @@ const STDERR_TAIL_BYTES = 16 * 1024
 /** Linux caps one argv element at 128 KiB (MAX_ARG_STRLEN); longer system prompts go in a file. */
 const MAX_ARG_BYTES = 100 * 1024
 
-/** Moves system prompts too long for argv into files; returns the spec to run and a clean-up. */
-async function fitArgv (spec: AgentSpec): Promise<{ spec: AgentSpec, cleanup: () => Promise<void> }> {
+/**
+ * Every file the CLI is told to read is staged here, into the run's inputs folder, and the spec
+ * rewritten to the path the CLI sees (inside the sandbox, the host's paths do not exist): system
+ * prompts too long for one argv element, the MCP profiles asked for. A flag that names another
+ * host file adds a line: `fitted.file = await inputs.copy(spec.file)`.
+ */
+async function stageInputs (spec: AgentSpec, inputs: RunInputs): Promise<AgentSpec> {
   const long = (text: string | undefined): boolean => text !== undefined && Buffer.byteLength(text) > MAX_ARG_BYTES
-  if (!long(spec.systemPrompt) && !long(spec.appendSystemPrompt)) return { spec, cleanup: async () => {} }
-  const dir = await mkdtemp(join(tmpdir(), 'claude-runner-prompt-'))
   const fitted: AgentSpec = { ...spec }
   if (long(spec.systemPrompt)) {
-    fitted.systemPromptFile = join(dir, 'system-prompt.txt')
-    await writeFile(fitted.systemPromptFile, spec.systemPrompt!, { mode: 0o600 })
+    fitted.systemPromptFile = await inputs.write('system-prompt.txt', spec.systemPrompt!)
     fitted.systemPrompt = undefined
   }
   if (long(spec.appendSystemPrompt)) {
-    fitted.appendSystemPromptFile = join(dir, 'append-system-prompt.txt')
-    await writeFile(fitted.appendSystemPromptFile, spec.appendSystemPrompt!, { mode: 0o600 })
+    fitted.appendSystemPromptFile = await inputs.write('append-system-prompt.txt', spec.appendSystemPrompt!)
     fitted.appendSystemPrompt = undefined
   }
-  return { spec: fitted, cleanup: () => rm(dir, { recursive: true, force: true }) }
+  if (spec.mcpConfigFiles !== undefined && spec.mcpConfigFiles.length > 0) {
+    const staged: string[] = []
+    for (const file of spec.mcpConfigFiles) staged.push(await inputs.copy(file))
+    fitted.mcpConfigFiles = staged
+  }
+  return fitted
 }
 
 /** Runs `claude -p` once and says how it went, in every case: it resolves, it never throws. */
@@ -111,26 +126,31 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
   })
 
   let stderr = Buffer.alloc(0)
-  const fitted = await fitArgv(spec)
-  const exit = await runProcess({
+  const inputs = new RunInputs(options.paths.inputs, options.sandbox.view(options.paths).inputs)
+  const command = await options.sandbox.command({
+    paths: options.paths,
+    mounts: options.mounts ?? [],
     bin: options.bin,
-    args: buildCliArgs(fitted.spec),
-    cwd: options.cwd,
+    args: buildCliArgs(await stageInputs(spec, inputs)),
     env: options.env,
-    input: spec.prompt,
-    signal: options.signal,
-    killGraceMs: options.killGraceMs,
-    ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
-    onStdout: chunk => {
-      output.bytes += chunk.length
-      splitter.push(chunk)
-    },
-    onStderr: chunk => {
-      stderr = Buffer.concat([stderr, chunk])
-      if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES)
-    },
   })
-  await fitted.cleanup()
+  const exit: ProcessExit = 'error' in command
+    ? { exitCode: null, signal: null, spawnError: command.error, forceKilled: false }
+    : await runProcess({
+      command,
+      input: options.stdin ?? spec.prompt,
+      signal: options.signal,
+      killGraceMs: options.killGraceMs,
+      ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
+      onStdout: chunk => {
+        output.bytes += chunk.length
+        splitter.push(chunk)
+      },
+      onStderr: chunk => {
+        stderr = Buffer.concat([stderr, chunk])
+        if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES)
+      },
+    })
   splitter.end()
   output.stderrTail = stderr.toString('utf8')
 

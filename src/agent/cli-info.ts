@@ -1,4 +1,5 @@
 import { probeCommand } from './agent-process.ts'
+import type { Sandbox } from './sandbox.ts'
 
 export type CliInfo =
   | { state: 'checking', bin: string }
@@ -6,20 +7,23 @@ export type CliInfo =
   | { state: 'missing', bin: string, error: string }
 
 /**
- * Asks `CLAUDE_BIN --version` once, in the background, so `/health` can tell ops whether the CLI is
- * there and which version it is, without a health check ever waiting on a process.
+ * Asks `CLAUDE_BIN --version` once, in the background and in the sandbox the runs get, so
+ * `/health` can tell ops whether the CLI is there (and runs where the agents run) and which
+ * version it is, without a health check ever waiting on a process.
  */
 export class CliProbe {
   #info: CliInfo
   readonly #done: Promise<void>
 
-  constructor (bin: string, env: Readonly<Record<string, string>>) {
+  constructor (bin: string, env: Readonly<Record<string, string>>, sandbox: Sandbox) {
     this.#info = { state: 'checking', bin }
-    this.#done = probeCommand(bin, ['--version'], { env, timeoutMs: 15_000 }).then(({ ok, output }) => {
-      this.#info = ok
-        ? { state: 'found', bin, version: output.split('\n')[0] ?? output }
-        : { state: 'missing', bin, error: output.split('\n')[0] || 'no output' }
-    })
+    this.#done = sandbox.probe(bin, ['--version'], env)
+      .then(command => 'error' in command ? { ok: false, output: command.error.message } : probeCommand(command, { timeoutMs: 15_000 }))
+      .then(({ ok, output }) => {
+        this.#info = ok
+          ? { state: 'found', bin, version: output.split('\n')[0] ?? output }
+          : { state: 'missing', bin, error: output.split('\n')[0] || 'no output' }
+      })
   }
 
   /** The same object until the answer comes in. */

@@ -10,6 +10,13 @@ const SERVER_TYPES = ['stdio', 'http', 'sse', 'ws']
 interface Profile {
   file: string
   servers: string[]
+  /** The stdio servers' commands: the CLI starts them inside the agent's sandbox. */
+  commands: McpCommand[]
+}
+
+export interface McpCommand {
+  command: string
+  args: string[]
 }
 
 /**
@@ -55,13 +62,18 @@ export class McpProfiles {
       } catch (error) {
         throw new ConfigError(`MCP_CONFIG_DIR: ${file} cannot be read: ${(error as Error).message}`)
       }
-      profiles.set(name, { file, servers: parseProfile(text, file) })
+      profiles.set(name, { file, ...parseProfile(text, file) })
     }
     return new McpProfiles(profiles)
   }
 
   get names (): string[] {
     return [...this.#profiles.keys()]
+  }
+
+  /** Every stdio server's command line, of every profile. */
+  get commands (): McpCommand[] {
+    return [...this.#profiles.values()].flatMap(profile => profile.commands)
   }
 
   /** The files of these profiles, in order; throws a 400 naming `field` for an unknown name or a clash. */
@@ -87,9 +99,10 @@ export class McpProfiles {
   }
 }
 
-/** The server names of a profile file, or a ConfigError saying what is wrong with it. */
-function parseProfile (text: string, file: string): string[] {
+/** The server names and commands of a profile file, or a ConfigError saying what is wrong with it. */
+function parseProfile (text: string, file: string): Pick<Profile, 'servers' | 'commands'> {
   const bad = (what: string): never => { throw new ConfigError(`MCP_CONFIG_DIR: ${file} ${what}`) }
+  const commands: McpCommand[] = []
   let config: unknown
   try {
     config = JSON.parse(text)
@@ -108,12 +121,13 @@ function parseProfile (text: string, file: string): string[] {
       if (typeof server.command !== 'string' || server.command === '') return bad(`${where} needs a "command" (a non-empty string)`)
       if (server.args !== undefined && !(Array.isArray(server.args) && server.args.every(arg => typeof arg === 'string'))) return bad(`${where}: "args" must be an array of strings`)
       if (server.env !== undefined && !stringRecord(server.env)) return bad(`${where}: "env" must be an object of strings`)
+      commands.push({ command: server.command, args: (server.args as string[] | undefined) ?? [] })
     } else {
       if (typeof server.url !== 'string' || !URL.canParse(server.url)) return bad(`${where} (${type}) needs a "url"`)
       if (server.headers !== undefined && !stringRecord(server.headers)) return bad(`${where}: "headers" must be an object of strings`)
     }
   }
-  return Object.keys(servers)
+  return { servers: Object.keys(servers), commands }
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)

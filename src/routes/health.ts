@@ -52,6 +52,11 @@ const HealthBody = Type.Object({
   workspace: Workspace,
   engine: Engine,
   cluster: Nullable(Cluster),
+  sandbox: Type.Object({
+    mode: StringEnum(['bwrap', 'off'], { description: 'SANDBOX.' }),
+    isolated: Type.Boolean({ description: 'False with SANDBOX=off: agents can reach the service, each other and the base repository.' }),
+    version: Nullable(Type.String({ description: 'Of bubblewrap.' })),
+  }),
 })
 type HealthBody = Static<typeof HealthBody>
 
@@ -106,6 +111,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
           redis: health.kind === 'redis' ? { state: health.connected ? 'connected' : 'disconnected', last_error: health.lastError } : null,
         },
         cluster: health.cluster,
+        sandbox: ctx.sandbox.info,
       }
       // The route's own serializer (from HealthBody), the same for 200 and 503.
       answer = last = { closing, active, queued, uptime, info, workspace, engine: health, json: reply.serialize(body) as string }

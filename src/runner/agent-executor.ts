@@ -1,6 +1,9 @@
 import { cp, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { runAgent, type AgentOutcome, type RunError } from '../agent/agent-run.ts'
 import type { AgentSpec } from '../agent/cli-args.ts'
+import type { ProcessRecords } from '../agent/process-records.ts'
+import type { RunPaths, Sandbox } from '../agent/sandbox.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../engine/types.ts'
@@ -28,6 +31,10 @@ export interface ExecuteOutcome extends AgentOutcome {
 
 export interface AgentExecutorOptions {
   bin: string
+  /** How every agent process is confined (see agent/sandbox.ts). */
+  sandbox: Sandbox
+  /** Where the agent processes running are written down, for the start-up sweep after a crash. */
+  records: ProcessRecords
   /** The agent's whole environment (already filtered: see agent-env.ts). */
   env: Readonly<Record<string, string>>
   /**
@@ -63,13 +70,19 @@ export class AgentExecutor {
     hooks.onPhase?.('preparing')
     const { folders, template } = this.#options.configs
     const configDir = folders.configPathFor(request.id)
+    const runDir = folders.runPathFor(request.id)
+    const discardRun = async (): Promise<void> => {
+      await Promise.all([folders.discard(configDir), folders.discard(runDir)])
+    }
     let workspace
     try {
       await mkdir(configDir, { mode: 0o700 })
       if (template !== undefined) await cp(template, configDir, { recursive: true })
+      await mkdir(runDir, { mode: 0o700 })
+      for (const name of ['home', 'tmp', 'inputs']) await mkdir(join(runDir, name), { mode: 0o700 })
       workspace = await this.#options.workspaces.prepare(request.id, { ref: request.ref, signal })
     } catch (error) {
-      await folders.discard(configDir)
+      await discardRun()
       if (signal.aborted) return stopped(signal)
       const failure: RunError = error instanceof WorkspaceError
         ? { code: error.code, message: error.message }
@@ -77,6 +90,7 @@ export class AgentExecutor {
       return { status: 'failed', error: failure, result: null, exit: null, output: emptyOutput(), init: null, changes: null }
     }
 
+    const paths: RunPaths = { workspace: workspace.path, config: configDir, home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
     let agentPid: number | undefined
     try {
       if (signal.aborted) return stopped(signal)
@@ -84,8 +98,10 @@ export class AgentExecutor {
       hooks.onPhase?.('running')
       const outcome = await runAgent(request.spec, {
         bin: this.#options.bin,
-        cwd: workspace.path,
-        env: { ...this.#options.env, CLAUDE_CONFIG_DIR: configDir },
+        sandbox: this.#options.sandbox,
+        paths,
+        mounts: workspace.mounts,
+        env: this.#options.env,
         killGraceMs: this.#options.killGraceMs,
         maxOutputBytes: this.#options.maxOutputBytes,
         signal,
@@ -93,21 +109,26 @@ export class AgentExecutor {
         onSpawn: pid => {
           agentPid = pid
           this.#live.add(pid)
+          this.#options.records.record(request.id, pid)
           hooks.onSpawn?.(pid)
         },
       })
       if (agentPid !== undefined) this.#live.delete(agentPid)
+      await this.#options.records.forget(request.id)
       hooks.onPhase?.('collecting')
+      // The timeout covers collecting too; but a run that already timed out or was cancelled
+      // still gets its changes collected, within a bound of their own.
+      const abortedBefore = signal.aborted
+      const collectSignal = abortedBefore ? AbortSignal.timeout(COLLECT_AFTER_ABORT_MS) : signal
       try {
-        // The timeout covers collecting too; but a run that already timed out or was cancelled
-        // still gets its changes collected, within a bound of their own.
-        const collectSignal = signal.aborted ? AbortSignal.timeout(COLLECT_AFTER_ABORT_MS) : signal
         const changes = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal })
         if (changes?.push != null && 'error' in changes.push) {
           return { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
         }
         return { ...outcome, changes }
       } catch (error) {
+        // Cancelled or timed out while collecting: the job ends so, with the agent's result and exit.
+        if (!abortedBefore && signal.aborted) return { ...outcome, ...stoppedStatus(signal), changes: null }
         this.#options.onError?.(error, 'collecting the workspace changes')
         if (outcome.status !== 'completed') return { ...outcome, changes: null }
         return { ...outcome, status: 'failed', error: { code: 'workspace_error', message: `the agent finished but its changes could not be collected: ${(error as Error).message}` }, changes: null }
@@ -115,7 +136,7 @@ export class AgentExecutor {
     } finally {
       if (agentPid !== undefined) this.#live.delete(agentPid)
       await workspace.dispose()
-      await folders.discard(configDir)
+      await discardRun()
     }
   }
 
@@ -131,9 +152,12 @@ export class AgentExecutor {
   }
 }
 
-function stopped (signal: AbortSignal): ExecuteOutcome {
+function stoppedStatus (signal: AbortSignal): Pick<ExecuteOutcome, 'status' | 'error'> {
   const reason: unknown = signal.reason
-  const base = { result: null, exit: null, output: emptyOutput(), init: null, changes: null }
-  if (reason instanceof RunTimeoutError) return { ...base, status: 'timed_out', error: { code: 'timeout', message: reason.message } }
-  return { ...base, status: 'cancelled', error: { code: 'cancelled', message: reason instanceof RunCancelledError ? reason.message : 'the run was cancelled' } }
+  if (reason instanceof RunTimeoutError) return { status: 'timed_out', error: { code: 'timeout', message: reason.message } }
+  return { status: 'cancelled', error: { code: 'cancelled', message: reason instanceof RunCancelledError ? reason.message : 'the run was cancelled' } }
+}
+
+function stopped (signal: AbortSignal): ExecuteOutcome {
+  return { result: null, exit: null, output: emptyOutput(), init: null, changes: null, ...stoppedStatus(signal) }
 }

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
-import { chmod, copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
+import { INSIDE, type Mount } from '../agent/sandbox.ts'
+import { redactCredentials } from '../redact.ts'
 import { collectChanges } from './changes.ts'
-import { git, GitCommandError } from './git.ts'
+import { git } from './git.ts'
 import { isCommitId } from './refs.ts'
 import { RwLock } from './rw-lock.ts'
 import { WorkspaceError, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceInfo, type WorkspaceProvider } from './workspace.ts'
@@ -20,8 +22,8 @@ export interface GitWorkspacesOptions {
   /** GIT_CRYPT_KEY: an exported git-crypt key. */
   gitCryptKey?: string | undefined
   maxDiffBytes: number
-  /** The agent's environment: git commands in a workspace the agent touched run with it. */
-  agentEnv: Readonly<Record<string, string>>
+  /** Agents run sandboxed (SANDBOX=bwrap): they see the base's objects, read-only, at INSIDE.baseObjects. */
+  sandboxed: boolean
   logger: Logger
   now: () => number
 }
@@ -54,12 +56,17 @@ const MAX_PACKS = 16
 /**
  * Per-job git workspaces from a warm base repository.
  *
- * The base is a bare clone of BASE_REPO under WORKSPACE_ROOT/base.git, kept fresh by `git fetch`.
- * A job's workspace is a `git clone --local` of it (objects hardlinked, so it costs little) whose
- * template brings the git-crypt key before any file is checked out. Whatever changes the base
- * (clone, fetch, repack) holds the write side of one lock; resolving a workspace's ref and cloning
- * hold the read side; a commit-id checkout and the agent's run hold nothing. (`git worktree` is
- * never used: git-crypt breaks on worktrees, and they share the base's index locks.)
+ * The base is a bare clone of BASE_REPO under WORKSPACE_ROOT/base.git, kept fresh by `git fetch`;
+ * even from a local BASE_REPO it is a copy (`--no-local`), never hardlinks to the operator's files.
+ * A job's workspace is a `git clone --shared` of it: the clone borrows the base's objects through
+ * an alternate, and the agent sees them through a read-only bind, so no object file it can write
+ * is shared with the base (a `--local` clone hardlinks them: an agent's `chmod u+w` and an
+ * overwrite would change the base's). The base therefore never drops an object (no gc, no prune;
+ * repacks keep everything). The clone's template brings the git-crypt key before any file is
+ * checked out. Whatever changes the base (clone, fetch, repack) holds the write side of one lock;
+ * resolving a workspace's ref, cloning and pushing hold the read side; a commit-id checkout and
+ * the agent's run hold nothing. (`git worktree` is never used: git-crypt breaks on worktrees,
+ * and they share the base's index locks.)
  */
 export class GitWorkspaces implements WorkspaceProvider {
   readonly #options: GitWorkspacesOptions
@@ -96,7 +103,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     const status = this.#status
     this.#described ??= {
       kind: 'git',
-      repo: redactUrl(this.#repo),
+      repo: redactCredentials(this.#repo),
       state: status.state,
       ref: status.defaultRef ?? null,
       commit: status.defaultCommit ?? null,
@@ -133,7 +140,11 @@ export class GitWorkspaces implements WorkspaceProvider {
       if (target === undefined) {
         throw new WorkspaceError('ref_not_found', `ref ${JSON.stringify(name)} is not a branch, tag or commit of BASE_REPO (checked after fetching)`)
       }
-      return this.#workspace(path, target.commit)
+      if (this.#options.sandboxed) {
+        // Inside the sandbox the base's objects are at a fixed path; the clone's alternate says so.
+        await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n`)
+      }
+      return this.#workspace(id, path, target.commit)
     } catch (error) {
       await this.#options.folders.discard(path)
       if (signal.aborted || error instanceof WorkspaceError) throw error
@@ -157,7 +168,7 @@ export class GitWorkspaces implements WorkspaceProvider {
       await git(this.#options.folders.jobs, [
         '-c', `checkout.workers=${this.#checkoutWorkers}`,
         '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`,
-        'clone', '--local', '--quiet', `--template=${this.#template}`,
+        'clone', '--shared', '--quiet', `--template=${this.#template}`,
         ...(target.kind === 'commit' ? ['--no-checkout'] : [`--branch=${name}`]),
         '-c', `remote.origin.pushurl=${PUSH_DISABLED}`,
         ...AGENT_IDENTITY.flatMap(entry => ['-c', entry]),
@@ -173,12 +184,15 @@ export class GitWorkspaces implements WorkspaceProvider {
     })
   }
 
-  #workspace (path: string, commit: string): Workspace {
+  #workspace (id: string, path: string, commit: string): Workspace {
     let disposed: Promise<void> | undefined
+    const gitDir = this.#options.folders.collectPathFor(id)
+    const mounts: Mount[] = this.#options.sandboxed ? [{ source: join(this.#base, 'objects'), target: INSIDE.baseObjects }] : []
     return {
       path,
-      collect: options => this.#collect(path, commit, options),
-      dispose: () => (disposed ??= this.#options.folders.discard(path)),
+      mounts,
+      collect: options => this.#collect(path, gitDir, commit, options),
+      dispose: () => (disposed ??= Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)]).then(() => {})),
     }
   }
 
@@ -192,6 +206,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     this.#closed = true
     clearInterval(this.#timer)
     await this.#ready.catch(() => {})
+    clearInterval(this.#timer)
     await this.#refreshing?.catch(() => {})
     await this.#options.folders.drain()
   }
@@ -212,10 +227,11 @@ export class GitWorkspaces implements WorkspaceProvider {
       }
       this.#options.logger.info(this.describe(), 'base repository ready')
     } catch (error) {
-      this.#update({ state: 'error', lastError: (error as Error).message })
-      this.#options.logger.error({ err: error, repo: redactUrl(this.#repo) }, 'base repository failed to initialise')
+      this.#update({ state: 'error', lastError: redactCredentials((error as Error).message) })
+      this.#options.logger.error({ err: error, repo: redactCredentials(this.#repo) }, 'base repository failed to initialise')
     }
-    if (this.#options.refreshMs > 0 && !this.#closed) {
+    // One timer for the provider's life, however many times a broken base is mended.
+    if (this.#options.refreshMs > 0 && !this.#closed && this.#timer === undefined) {
       this.#timer = setInterval(() => {
         this.refresh().catch(() => {})
       }, this.#options.refreshMs)
@@ -240,14 +256,15 @@ export class GitWorkspaces implements WorkspaceProvider {
     if (await exists(this.#base)) {
       const url = await git(this.#base, ['config', '--get', 'remote.origin.url']).catch(() => '')
       if (url.trim() === this.#repo) return
-      this.#options.logger.warn({ repo: redactUrl(this.#repo) }, 'the base repository under WORKSPACE_ROOT is of another BASE_REPO: cloning anew')
+      this.#options.logger.warn({ repo: redactCredentials(this.#repo) }, 'the base repository under WORKSPACE_ROOT is of another BASE_REPO: cloning anew')
       await rm(this.#base, { recursive: true, force: true })
     }
     const partial = `${this.#base}.partial`
     await rm(partial, { recursive: true, force: true })
-    // gc.auto=0: nothing may repack or prune behind the lock's back. fetch.unpackLimit=1: fetched
-    // objects stay in packs, which clones hardlink as a few files instead of many loose objects.
-    await git(this.#options.folders.root, ['clone', '--bare', '--quiet', '-c', 'gc.auto=0', '-c', 'fetch.unpackLimit=1', '--', this.#repo, partial])
+    // --no-local: a copy, even of a local BASE_REPO (a local clone hardlinks the operator's object
+    // files). gc.auto=0: nothing may repack or prune behind the lock's back, and workspaces borrow
+    // the base's objects, so none may ever go. fetch.unpackLimit=1: fetched objects stay in packs.
+    await git(this.#options.folders.root, ['clone', '--bare', '--no-local', '--quiet', '-c', 'gc.auto=0', '-c', 'gc.pruneExpire=never', '-c', 'fetch.unpackLimit=1', '--', this.#repo, partial])
     await git(partial, ['config', 'remote.origin.fetch', '+refs/heads/*:refs/heads/*'])
     await rm(this.#base, { recursive: true, force: true })
     await rename(partial, this.#base)
@@ -285,7 +302,7 @@ export class GitWorkspaces implements WorkspaceProvider {
       if (await packCount(this.#base) > MAX_PACKS) await git(this.#base, ['repack', '-d', '-q', '--geometric=2'])
       this.#update({ fetches: this.#status.fetches + 1, lastFetchAt: this.#options.now(), lastError: undefined })
     } catch (error) {
-      this.#update({ lastError: (error as Error).message })
+      this.#update({ lastError: redactCredentials((error as Error).message) })
       throw error
     } finally {
       this.#resolved.clear()
@@ -331,35 +348,35 @@ export class GitWorkspaces implements WorkspaceProvider {
     return uses
   }
 
-  async #collect (path: string, baseCommit: string, { push, jobId, signal }: CollectOptions): Promise<WorkspaceChanges> {
+  async #collect (path: string, gitDir: string, baseCommit: string, { push, jobId, signal }: CollectOptions): Promise<WorkspaceChanges> {
+    const { hasKey } = this.#status
     return collectChanges({
-      path,
+      workTree: path,
+      gitDir,
+      baseObjects: join(this.#base, 'objects'),
       baseCommit,
       jobId,
       signal,
-      agentEnv: this.#options.agentEnv,
-      gitCrypt: this.#status.hasKey,
+      gitCryptKey: hasKey ? join(this.#template, 'git-crypt', 'keys', 'default') : undefined,
+      config: [...AGENT_IDENTITY, ...(hasKey ? GIT_CRYPT_CONFIG : ['filter.git-crypt.required=true']), 'core.fsmonitor=false', 'core.untrackedCache=false', 'core.hooksPath=/dev/null'],
       maxDiffBytes: this.#options.maxDiffBytes,
-      push: push ? head => this.#push(path, head, jobId, signal) : undefined,
+      push: push ? (dir, head) => this.#push(dir, head, jobId, signal) : undefined,
     })
   }
 
   /**
-   * Pushes a workspace's HEAD as claude-runner/<job>. The commit is first fetched into the base and
-   * pushed from there, so the push runs with the base's configuration and the service's
-   * credentials, never with a configuration the agent could have written.
+   * Pushes a workspace's HEAD as claude-runner/<job> from the git directory changes were collected
+   * with: the service's configuration and credentials, never a configuration the agent could have
+   * written, and nothing of the agent's enters the base. Under the read lock, so no repack moves
+   * the base's objects while they are sent.
    */
-  async #push (path: string, head: string, jobId: string, signal: AbortSignal): Promise<NonNullable<WorkspaceChanges['push']>> {
-    const staging = `refs/claude-runner/push/${jobId}`
+  async #push (gitDir: string, head: string, jobId: string, signal: AbortSignal): Promise<NonNullable<WorkspaceChanges['push']>> {
     const branch = `claude-runner/${jobId}`
     try {
-      await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', '--no-tags', '--', path, `+${head}:${staging}`], { untrusted: { env: this.#options.agentEnv }, signal }))
-      await this.#lock.read(() => git(this.#base, ['push', '--quiet', '--', this.#repo, `${staging}:refs/heads/${branch}`], { signal }))
-      return { branch, commit: head, remote: redactUrl(this.#repo) }
+      await this.#lock.read(() => git(gitDir, ['push', '--quiet', '--', this.#repo, `${head}:refs/heads/${branch}`], { env: { GIT_DIR: gitDir }, signal }))
+      return { branch, commit: head, remote: redactCredentials(this.#repo) }
     } catch (error) {
-      return { error: error instanceof GitCommandError ? error.message : String(error) }
-    } finally {
-      await this.#lock.write(() => git(this.#base, ['update-ref', '-d', staging])).catch(() => {})
+      return { error: redactCredentials(error instanceof Error ? error.message : String(error)) }
     }
   }
 }
@@ -378,9 +395,4 @@ function isLocalPath (repo: string): boolean {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) return false
   if (isAbsolute(repo) || repo.startsWith('.')) return true
   return !/^[^/]+:/.test(repo)
-}
-
-/** Hides credentials in a URL (`https://user:token@host/...`). */
-export function redactUrl (repo: string): string {
-  return repo.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]+@/i, '$1***@')
 }

@@ -1,4 +1,5 @@
 import { simpleGit, type SimpleGitOptions } from 'simple-git'
+import { redactCredentials } from '../redact.ts'
 
 /**
  * The one place that runs git (through simple-git). Every argument here is built by the service:
@@ -12,17 +13,15 @@ export interface GitOptions {
   env?: Record<string, string> | undefined
   /**
    * Options simple-git would otherwise refuse (it guards against untrusted input): the git-crypt
-   * filter and textconv drivers and the clone template, set only to fixed values of our own.
+   * filter and textconv drivers, the clone template, fsmonitor and hooks switched off; set only
+   * to fixed values of our own.
    */
   trustedConfig?: boolean | undefined
-  /**
-   * For commands run in a workspace the agent controlled: its hooks and fsmonitor are switched off
-   * (the agent could have planted them), and the command gets the agent's own environment, so
-   * whatever the agent configured can do no more than the agent itself could.
-   */
-  untrusted?: { env: Readonly<Record<string, string>> } | undefined
+  /** `-c` settings for this command. */
+  config?: readonly string[] | undefined
 }
 
+/** A git command that failed; its message has no credentials in it (see redact.ts). */
 export class GitCommandError extends Error {
   override name = 'GitCommandError'
 }
@@ -54,7 +53,7 @@ const OPERATOR_SETTINGS: Record<string, string> = {
 
 export async function git (cwd: string, args: readonly string[], options: GitOptions = {}): Promise<string> {
   // Never wait on a credential prompt: a service has nobody to answer it.
-  const base = options.untrusted ? { ...options.untrusted.env } : stringEnv(process.env)
+  const base = stringEnv(process.env)
   for (const name of Object.keys(base)) if (INTERACTIVE.has(name.toUpperCase())) delete base[name]
   const env: Record<string, string> = { ...base, GIT_TERMINAL_PROMPT: '0', ...options.env }
   const operatorSettings = Object.fromEntries(Object.keys(env)
@@ -67,18 +66,18 @@ export async function git (cwd: string, args: readonly string[], options: GitOpt
     trimmed: false,
     allowEnvironment: Object.keys(env).filter(isGitVariable),
     ...(options.signal ? { abort: options.signal } : {}),
-    ...(options.untrusted ? { config: ['core.hooksPath=/dev/null', 'core.fsmonitor=false'] } : {}),
+    ...(options.config ? { config: [...options.config] } : {}),
     unsafe: {
       ...operatorSettings,
-      ...(options.trustedConfig ? { allowUnsafeFilter: true, allowUnsafeDiffTextConv: true, allowUnsafeTemplateDir: true } : {}),
-      ...(options.untrusted ? { allowUnsafeHooksPath: true, allowUnsafeFsMonitor: true } : {}),
+      ...(options.trustedConfig ? { allowUnsafeFilter: true, allowUnsafeDiffTextConv: true, allowUnsafeTemplateDir: true, allowUnsafeFsMonitor: true, allowUnsafeHooksPath: true } : {}),
     },
   }
   try {
     return await simpleGit(config).env(env).raw([...args])
   } catch (error) {
     const command = args.find((arg, i) => !arg.startsWith('-') && args[i - 1] !== '-c') ?? ''
-    throw new GitCommandError(`git ${command}: ${cleanMessage(error)}`, { cause: error })
+    // No `cause`: the original error's message holds git's raw output, credentials and all.
+    throw new GitCommandError(redactCredentials(`git ${command}: ${cleanMessage(error)}`))
   }
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Mount } from '../agent/sandbox.ts'
 
 /** What a run changed in its git workspace (see git-workspaces.ts). */
 export interface WorkspaceChanges {
@@ -17,6 +18,8 @@ export interface WorkspaceChanges {
 export interface Workspace {
   /** The agent's working directory. */
   readonly path: string
+  /** Host paths the agent must be able to read, read-only (e.g. the base's objects). */
+  readonly mounts?: readonly Mount[]
   /** What the run changed, or null where there is nothing to compare (a plain folder). */
   collect (options: CollectOptions): Promise<WorkspaceChanges | null>
   /** Removes the workspace. Safe to call more than once; never throws. */
@@ -72,32 +75,54 @@ export class WorkspaceError extends Error {
 /**
  * The folders under WORKSPACE_ROOT. A finished workspace is renamed into `trash/` at once (the
  * job's folder is gone the moment the job ends) and deleted in the background, off the job's
- * critical path: removing a large checkout takes hundreds of milliseconds.
+ * critical path: removing a large checkout takes hundreds of milliseconds. Whatever permissions
+ * the agent left (a `chmod 555` tree), removal makes the folders writable and tries again; what
+ * still fails is logged and retried later. Nothing here throws once the layout exists.
  */
 export class WorkspaceFolders {
   readonly root: string
   readonly jobs: string
   /** A Claude Code configuration folder per run (CLAUDE_CONFIG_DIR): see AgentExecutor. */
   readonly configs: string
+  /** Per run: its HOME, /tmp and inputs folder (see agent/sandbox.ts). */
+  readonly runs: string
+  /** Per run: the git directory its changes are collected with (see changes.ts). */
+  readonly collect: string
+  /** Records of the agent processes running (see agent/process-records.ts). */
+  readonly pids: string
+  /** What every sandbox shares (its passwd and group). */
+  readonly sandbox: string
   readonly trash: string
   readonly #pending = new Set<Promise<void>>()
+  readonly #onError: (error: unknown, context: string) => void
+  #retry: NodeJS.Timeout | undefined
+  #closed = false
 
-  constructor (root: string) {
+  constructor (root: string, options: { onError?: (error: unknown, context: string) => void } = {}) {
     this.root = root
     this.jobs = join(root, 'jobs')
     this.configs = join(root, 'claude-config')
+    this.runs = join(root, 'runs')
+    this.collect = join(root, 'collect')
+    this.pids = join(root, 'pids')
+    this.sandbox = join(root, 'sandbox')
     this.trash = join(root, 'trash')
+    this.#onError = options.onError ?? (() => {})
   }
 
-  /** Creates the layout and removes what a crashed predecessor left; returns the workspaces removed. */
+  /**
+   * Creates the layout (which throws: without it nothing can run) and removes what a crashed
+   * predecessor left (which never does); returns the workspaces removed.
+   */
   async init (): Promise<string[]> {
-    for (const dir of [this.jobs, this.configs, this.trash]) await mkdir(dir, { recursive: true, mode: 0o700 })
-    const trash = await readdir(this.trash)
-    await Promise.all(trash.map(name => rm(join(this.trash, name), { recursive: true, force: true })))
-    const configs = await readdir(this.configs)
-    await Promise.all(configs.map(name => this.discard(join(this.configs, name))))
-    const leftovers = await readdir(this.jobs)
-    await Promise.all(leftovers.map(name => this.discard(join(this.jobs, name))))
+    for (const dir of [this.jobs, this.configs, this.runs, this.collect, this.trash]) await mkdir(dir, { recursive: true, mode: 0o700 })
+    for (const dir of [this.configs, this.runs, this.collect]) {
+      const names = await readdir(dir).catch(() => [])
+      await Promise.all(names.map(name => this.#takeAway(join(dir, name))))
+    }
+    const leftovers = await readdir(this.jobs).catch(() => [])
+    await Promise.all(leftovers.map(name => this.#takeAway(join(this.jobs, name))))
+    await this.#emptyTrash()
     return leftovers
   }
 
@@ -109,18 +134,20 @@ export class WorkspaceFolders {
     return join(this.configs, id)
   }
 
+  runPathFor (id: string): string {
+    return join(this.runs, id)
+  }
+
+  collectPathFor (id: string): string {
+    return join(this.collect, id)
+  }
+
   /** Takes `path` away at once and deletes it in the background. Never throws. */
   async discard (path: string): Promise<void> {
-    const target = join(this.trash, `${Date.now()}-${randomBytes(4).toString('hex')}`)
-    try {
-      await rename(path, target)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return
-      // Could not move it (another filesystem?): delete it in place instead.
-      await rm(path, { recursive: true, force: true }).catch(() => {})
-      return
-    }
-    const removal = rm(target, { recursive: true, force: true, maxRetries: 3 }).catch(() => {})
+    const target = await this.#takeAway(path)
+    if (target === undefined) return
+    const removal = removeTree(target)
+      .catch((error: unknown) => { this.#failed(error, target) })
       .finally(() => { this.#pending.delete(removal) })
     this.#pending.add(removal)
   }
@@ -128,6 +155,64 @@ export class WorkspaceFolders {
   async drain (): Promise<void> {
     while (this.#pending.size > 0) await Promise.all(this.#pending)
   }
+
+  /** Drains and stops retrying. */
+  async close (): Promise<void> {
+    this.#closed = true
+    clearTimeout(this.#retry)
+    await this.drain()
+  }
+
+  /** Renames `path` into the trash; returns where it went (undefined: it was not there, or was deleted in place). */
+  async #takeAway (path: string): Promise<string | undefined> {
+    const target = join(this.trash, `${Date.now()}-${randomBytes(4).toString('hex')}`)
+    try {
+      await rename(path, target)
+      return target
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      // Could not move it (another filesystem?): delete it in place instead.
+      await removeTree(path).catch((failure: unknown) => { this.#failed(failure, path) })
+      return undefined
+    }
+  }
+
+  async #emptyTrash (): Promise<void> {
+    const names = await readdir(this.trash).catch(() => [])
+    await Promise.all(names.map(name => removeTree(join(this.trash, name)).catch((error: unknown) => { this.#failed(error, join(this.trash, name)) })))
+  }
+
+  #failed (error: unknown, path: string): void {
+    this.#onError(error, `could not remove ${path}; retrying in ${RETRY_MS / 1000}s`)
+    if (this.#closed || this.#retry !== undefined) return
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined
+      const sweep = this.#emptyTrash().finally(() => { this.#pending.delete(sweep) })
+      this.#pending.add(sweep)
+    }, RETRY_MS)
+    this.#retry.unref()
+  }
+}
+
+const RETRY_MS = 60_000
+
+/** `rm -rf`, and if the agent left folders it may not write to, makes them writable and tries again. */
+export async function removeTree (path: string): Promise<void> {
+  try {
+    await rm(path, { recursive: true, force: true, maxRetries: 2 })
+  } catch {
+    await makeWritable(path)
+    await rm(path, { recursive: true, force: true, maxRetries: 2 })
+  }
+}
+
+async function makeWritable (path: string): Promise<void> {
+  const info = await lstat(path).catch(() => undefined)
+  // lstat: a symlink the agent left is removed, never followed.
+  if (info === undefined || !info.isDirectory()) return
+  await chmod(path, 0o700).catch(() => {})
+  const names = await readdir(path).catch(() => [])
+  for (const name of names) await makeWritable(join(path, name))
 }
 
 /** A fresh, empty folder per run: used when there is no BASE_REPO, and for chat completions. */

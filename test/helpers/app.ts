@@ -13,6 +13,8 @@ import type { JobView } from '../../src/schemas/job.ts'
 export const TOKEN = 'test-token-0123456789abcdef'
 export const AUTH = { authorization: `Bearer ${TOKEN}` } as const
 export const FAKE_CLAUDE = fileURLToPath(new URL('../fixtures/fake-claude.mjs', import.meta.url))
+/** The fake CLI imports Ajv (for --json-schema) from here: its sandbox must show it (SANDBOX_READ_ONLY). */
+export const FAKE_CLAUDE_LIBS = fileURLToPath(new URL('../../node_modules', import.meta.url))
 
 export async function tempDir (prefix = 'cr-test-'): Promise<string> {
   const dir = await realpath(await mkdtemp(join(tmpdir(), prefix)))
@@ -50,6 +52,7 @@ export async function makeApp (overrides: Partial<Config> = {}, deps: AppDeps = 
   const config = defaultConfig({
     workspaceRoot: root,
     claudeBin: FAKE_CLAUDE,
+    sandboxReadOnly: [FAKE_CLAUDE_LIBS],
     authTokens: [TOKEN],
     logLevel: 'silent',
     shutdownGraceSeconds: 0,

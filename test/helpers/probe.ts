@@ -1,10 +1,13 @@
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { onTestFinished, vi } from 'vitest'
 
 export interface ProbeStart {
+  /** The agent's pid on the host (inside a sandbox it has another one of its own). */
   pid: number
+  /** The pid the agent saw for itself. */
+  nsPid: number
   argv: string[]
   cwd: string
 }
@@ -33,7 +36,11 @@ export class AgentProbe {
       let body = ''
       request.setEncoding('utf8')
       request.on('data', chunk => { body += chunk })
-      request.on('end', () => probe!.#onStart(JSON.parse(body) as ProbeStart, response))
+      request.on('end', () => {
+        const reported = JSON.parse(body) as ProbeStart
+        const pid = peerPid(request.socket.remotePort!, request.socket.localPort!) ?? reported.pid
+        probe!.#onStart({ ...reported, pid, nsPid: reported.pid }, response)
+      })
     })
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
     const { port } = server.address() as AddressInfo
@@ -83,6 +90,75 @@ export class AgentProbe {
         waiter.resolve()
       }
     }
+  }
+}
+
+/**
+ * The host pid of the process at the other end of a loopback TCP connection: the socket's inode
+ * from /proc/net/tcp, then the process holding it. The network namespace is shared with the
+ * sandboxes, their pids are not: this is how a test learns which host process an agent is.
+ */
+export function peerPid (remotePort: number, localPort: number): number | undefined {
+  const port = (value: number): string => value.toString(16).toUpperCase().padStart(4, '0')
+  let inode: string | undefined
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let lines: string[]
+    try {
+      lines = readFileSync(table, 'utf8').split('\n').slice(1)
+    } catch {
+      continue
+    }
+    for (const line of lines) {
+      const fields = line.trim().split(/\s+/)
+      if (fields[1]?.endsWith(`:${port(remotePort)}`) && fields[2]?.endsWith(`:${port(localPort)}`)) inode = fields[9]
+    }
+  }
+  if (inode === undefined) return undefined
+  const target = `socket:[${inode}]`
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    let fds: string[]
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`)
+    } catch {
+      continue
+    }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${entry}/fd/${fd}`) === target) return Number(entry)
+      } catch {}
+    }
+  }
+  return undefined
+}
+
+/** Every live process descended from `pid` (children, their children...), by host pid. */
+export function descendants (pid: number): number[] {
+  const children = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    const fields = procStat(entry)
+    if (fields === undefined || fields[0] === 'Z') continue
+    const parent = Number(fields[1])
+    children.set(parent, [...(children.get(parent) ?? []), Number(entry)])
+  }
+  const found: number[] = []
+  const queue = [pid]
+  while (queue.length > 0) {
+    for (const child of children.get(queue.shift()!) ?? []) {
+      found.push(child)
+      queue.push(child)
+    }
+  }
+  return found
+}
+
+/** The command line of a process, or undefined once it is gone. */
+export function commandLine (pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim()
+  } catch {
+    return undefined
   }
 }
 

@@ -1,0 +1,98 @@
+// AgentExecutor on its own: the real sandbox, the real fake CLI, real git workspaces, with the
+// collecting step held at a gate so a cancel or a timeout lands exactly while it runs.
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import { runAgent } from '../src/agent/agent-run.ts'
+import { ProcessRecords } from '../src/agent/process-records.ts'
+import { Bubblewrap } from '../src/agent/sandbox.ts'
+import { RunCancelledError, RunTimeoutError } from '../src/errors.ts'
+import { AgentExecutor } from '../src/runner/agent-executor.ts'
+import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
+import { WorkspaceFolders, type WorkspaceProvider } from '../src/workspace/workspace.ts'
+import { FAKE_CLAUDE, tempDir } from './helpers/app.ts'
+import { makeRepo } from './helpers/repos.ts'
+
+async function gatedExecutor () {
+  const folders = new WorkspaceFolders(await tempDir())
+  await folders.init()
+  const repo = makeRepo(await tempDir())
+  const env = { PATH: process.env.PATH! }
+  const git = new GitWorkspaces({ folders, repo: repo.origin, refreshMs: 0, maxDiffBytes: 1 << 20, sandboxed: true, logger: pino({ level: 'silent' }), now: Date.now })
+  onTestFinished(() => git.close())
+  await git.ready
+  let entered!: () => void
+  let release!: () => void
+  const collecting = new Promise<void>(resolve => { entered = resolve })
+  const gate = new Promise<void>(resolve => { release = resolve })
+  const workspaces: WorkspaceProvider = {
+    ready: git.ready,
+    describe: () => git.describe(),
+    close: () => git.close(),
+    prepare: async (id, options) => {
+      const workspace = await git.prepare(id, options)
+      return {
+        ...workspace,
+        collect: async collect => {
+          entered()
+          await gate
+          return workspace.collect(collect)
+        },
+      }
+    },
+  }
+  const executor = new AgentExecutor({
+    bin: FAKE_CLAUDE,
+    sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: folders.sandbox, readOnly: [] }),
+    records: new ProcessRecords(folders.pids),
+    env,
+    configs: { folders },
+    killGraceMs: 1000,
+    maxOutputBytes: 1 << 20,
+    workspaces,
+  })
+  return { executor, collecting, release }
+}
+
+describe('a run stopped while its changes are collected', () => {
+  for (const [stop, status, code] of [
+    [new RunCancelledError('user'), 'cancelled', 'cancelled'],
+    [new RunTimeoutError(1000), 'timed_out', 'timeout'],
+  ] as const) {
+    it(`ends ${status}, keeping the agent's result and exit code`, async () => {
+      const { executor, collecting, release } = await gatedExecutor()
+      const controller = new AbortController()
+      const outcome = executor.execute({ id: `run-${code}`, spec: { prompt: '[[fake write a.txt a]] [[fake text all done]]' } }, {}, controller.signal)
+      await collecting
+      controller.abort(stop)
+      release()
+      const done = await outcome
+      expect(done).toMatchObject({ status, error: { code, message: stop.message }, exit: { code: 0, signal: null }, result: { is_error: false, result: 'all done' } })
+    })
+  }
+})
+
+describe('a CLI started before its prompt is known', () => {
+  it('reads the prompt its caller writes to stdin later, in the sandbox', async () => {
+    const dir = await tempDir()
+    const paths = { workspace: join(dir, 'ws'), config: join(dir, 'config'), home: join(dir, 'home'), tmp: join(dir, 'tmp'), inputs: join(dir, 'inputs') }
+    for (const path of Object.values(paths)) mkdirSync(path)
+    const env = { PATH: process.env.PATH! }
+    let spawned!: () => void
+    const started = new Promise<void>(resolve => { spawned = resolve })
+    const outcome = await runAgent({ prompt: 'never sent' }, {
+      bin: FAKE_CLAUDE,
+      sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: join(dir, 'state'), readOnly: [] }),
+      paths,
+      env,
+      killGraceMs: 1000,
+      maxOutputBytes: 1 << 20,
+      signal: new AbortController().signal,
+      onSpawn: () => { spawned() },
+      // The process runs before the prompt exists; it arrives once the caller has it.
+      stdin: stdin => { void started.then(() => stdin.end('[[fake text fed after the start]]')) },
+    })
+    expect(outcome).toMatchObject({ status: 'completed', result: { result: 'fed after the start' } })
+  })
+})
