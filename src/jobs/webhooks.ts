@@ -119,7 +119,8 @@ export class WebhookSender {
    * once, with the same delivery id header every time.
    */
   serve (outbox: CallbackOutbox, load: (id: string) => Promise<RunRecord | undefined>): void {
-    const leaseMs = this.#options.timeoutMs + 10_000
+    // An attempt ends within its timeout: past that and a margin, the replica that took it is gone.
+    const leaseMs = this.#options.timeoutMs + 2_000
     const poll = async (): Promise<void> => {
       while (!this.#stop.signal.aborted && !this.#hurry.signal.aborted) {
         const id = await outbox.claim(leaseMs)
