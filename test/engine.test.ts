@@ -63,7 +63,7 @@ class Processor {
 }
 
 /** An engine whose runs the returned processor holds until released; both are torn down after the test. */
-async function setup (kind: EngineKind, overrides: Partial<EngineOptions> = {}): Promise<{ engine: Engine, processor: Processor }> {
+async function setup (kind: EngineKind, overrides: Partial<EngineOptions> & { dispatchTickMs?: number } = {}): Promise<{ engine: Engine, processor: Processor }> {
   const engine = await makeEngine(kind, overrides)
   const processor = new Processor()
   engine.queue.process(processor.run)
@@ -74,7 +74,7 @@ async function setup (kind: EngineKind, overrides: Partial<EngineOptions> = {}):
   return { engine, processor }
 }
 
-async function makeEngine (kind: EngineKind, overrides: Partial<EngineOptions> = {}): Promise<Engine> {
+async function makeEngine (kind: EngineKind, overrides: Partial<EngineOptions> & { dispatchTickMs?: number } = {}): Promise<Engine> {
   const options: EngineOptions = {
     instance: `test-${randomBytes(3).toString('hex')}`,
     concurrency: 2,
@@ -369,6 +369,18 @@ describeEngines('the engine', kind => {
     for await (const event of late) ids.push(event.id)
     expect(ids[0]).toBe(late.firstId)
     expect(ids.at(-1)).toBe(42)
+  })
+
+  it('starts a run admitted the moment another ended without waiting for a periodic dispatch', async () => {
+    // Redis: the dispatch tick is a safety net; set to ten minutes, a lost wake-up would hang here.
+    const { engine, processor } = await setup(kind, { concurrency: 1, ...(kind === 'redis' ? { dispatchTickMs: 600_000 } : {}) })
+    for (let i = 0; i < 30; i++) {
+      const record = await admit(engine, job())
+      await processor.waitStarted(i + 1)
+      processor.release(record.id)
+      await ended(engine, record.id)
+    }
+    expect(processor.started).toHaveLength(30)
   })
 
   it('waits for the end of a run, or for the time given', async () => {

@@ -44,6 +44,11 @@ export interface RedisWorkQueueOptions {
   describe: () => Record<string, unknown>
   /** The cluster's numbers, as a script that changed them returned them (see stats() in redis-scripts.ts). */
   onStats: (stats: Reply) => void
+  /**
+   * How often waiting runs are dispatched regardless (default 1 s): a safety net for capacity that
+   * appears elsewhere (a replica joins), never the way a run normally starts.
+   */
+  dispatchTickMs?: number | undefined
 }
 
 /** A replica that died mid-run more often than this while preparing it: the run fails instead. */
@@ -204,7 +209,7 @@ export class RedisWorkQueue implements WorkQueue {
       timer.unref()
       this.#timers.push(timer)
     }
-    every(TICK_MS, async () => { this.dispatch() })
+    every(this.#options.dispatchTickMs ?? TICK_MS, async () => { this.dispatch() })
     every(TICK_MS, () => this.#pollCancels())
     every(TRANSIT_MS, () => this.#redeliver())
     every(Math.max(250, Math.round(replicaTimeoutMs / 6)), () => this.reap())
@@ -225,16 +230,19 @@ export class RedisWorkQueue implements WorkQueue {
       this.#dispatchAgain = true
       return
     }
+    this.#dispatchAgain = false
     this.#dispatching = (async () => {
-      do {
-        this.#dispatchAgain = false
-        const [ids, stats] = await this.#options.commandScripts.dispatch(this.#options.now(), DISPATCH_SCAN) as [string[], Reply]
-        this.#options.onStats(stats)
-        if (ids.length > 0) await this.#hand(ids)
-      } while (this.#dispatchAgain)
+      const [ids, stats] = await this.#options.commandScripts.dispatch(this.#options.now(), DISPATCH_SCAN) as [string[], Reply]
+      this.#options.onStats(stats)
+      if (ids.length > 0) await this.#hand(ids)
     })().catch(error => {
       this.#options.logger.debug({ err: error }, 'dispatch failed; the next tick retries')
-    }).finally(() => { this.#dispatching = undefined })
+    }).finally(() => {
+      this.#dispatching = undefined
+      // Asked again while this pass ran (a run ended, another was admitted): one more pass now,
+      // not at the next tick.
+      if (this.#dispatchAgain) this.dispatch()
+    })
   }
 
   async drain (graceMs: number): Promise<void> {
