@@ -1,3 +1,4 @@
+import { hostname } from 'node:os'
 import bearerAuth from '@fastify/bearer-auth'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -49,7 +50,8 @@ const MAX_PARAM_LENGTH = 1024
  * wires the routes. It never listens; `server.ts` does.
  */
 export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
-  const loggerOption = deps.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] }
+  // Every line says which replica wrote it (INSTANCE_ID), beside pino's pid and hostname.
+  const loggerOption = deps.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'], base: { pid: process.pid, hostname: hostname(), instance: config.instanceId } }
   const app = Fastify({
     ...(isPinoLogger(loggerOption) ? { loggerInstance: loggerOption as FastifyBaseLogger } : { logger: loggerOption }),
     bodyLimit: BODY_LIMIT,

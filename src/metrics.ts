@@ -28,8 +28,10 @@ export class Metrics {
   readonly #gauges: Gauge[]
 
   /** `runner` is read at scrape time for the queue and slot gauges; `cluster` too (Redis engine only). */
-  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null) {
+  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null, info?: { replica: string, version: string, engine: string }) {
     const registers = [this.registry]
+    // Which replica this is, as an info series (Prometheus' own `instance` label names the target).
+    if (info !== undefined) new Gauge({ name: `${PREFIX}info`, help: 'Always 1: this replica (INSTANCE_ID), its version and engine.', labelNames: ['replica', 'version', 'engine'], registers }).set(info, 1)
     this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by terminal status and error code.', labelNames: ['status', 'error'], registers })
     this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by outcome.', labelNames: ['outcome'], registers })
     const gauge = (name: string, help: string, read: () => number): Gauge => new Gauge({ name, help, registers, collect () { this.set(read()) } })

@@ -149,7 +149,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
   })
   // Read at scrape time only, by when the engine exists.
-  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster)
+  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, { replica: config.instanceId, version: packageJson.version, engine: config.redisUrl === undefined ? 'memory' : 'redis' })
   const onFinished = (record: RunRecord): void => {
     if (record.kind !== 'job') return
     metrics.jobFinished(record)

@@ -172,6 +172,7 @@ describe('GET /metrics', () => {
     expect(text).toContain('claude_runner_http_requests_total{method="GET",route="unmatched",status="404"} 2')
     expect(text).toContain('claude_runner_http_requests_total{method="GET",route="/jobs",status="401"} 1')
     expect(text).toMatch(/process_resident_memory_bytes \d+/)
+    expect(text).toContain(`claude_runner_info{replica="${app.ctx.config.instanceId}",version="${app.ctx.version}",engine="memory"} 1`)
     probe.release()
     await finished(app, held.json().job_id)
     // The metrics token opens /metrics only; the job tokens open it too.
