@@ -201,6 +201,6 @@ describe('/openapi.json', () => {
     expect(Object.keys(doc.paths['/jobs/{id}/events']!.get!.responses['200']!.content!)).toEqual(['text/event-stream'])
     expect(Object.keys(doc.paths['/jobs/{id}/output']!.get!.responses['200']!.content!)).toEqual(['application/x-ndjson'])
     expect(Object.keys(doc.paths['/v1/chat/completions']!.post!.responses['200']!.content!)).toEqual(['application/json', 'text/event-stream'])
-    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '413', '415', '422', '429', '503'])
+    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '403', '413', '415', '422', '429', '503'])
   })
 })
