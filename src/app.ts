@@ -91,7 +91,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       const seconds = (performance.now() - started) / 1000
       const status = reply.raw.statusCode
       ctx.metrics.httpRequest(request.method, route, status, seconds)
-      request.log.info({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
+      // The tenant, once authentication named one (a refused token leaves it null).
+      const tenant = (request.caller as Caller | null)?.tenant
+      request.log.info({ method: request.method, url: request.url, status, tenant, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
     })
     done()
   }

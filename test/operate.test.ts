@@ -202,6 +202,8 @@ describe('request logs', () => {
       ['GET', '/nowhere', 404],
     ])
     expect(new Set(requests.map(line => line.reqId)).size).toBe(3)
+    // The tenant once a token named one: not for a refused token, nor outside the APIs.
+    expect(requests.map(line => line.tenant)).toEqual(['default', undefined, undefined])
     expect(JSON.stringify(lines)).not.toContain(TOKEN)
     expect(lines).toEqual(requests)
   })
