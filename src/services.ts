@@ -19,6 +19,7 @@ import { Metrics } from './metrics.ts'
 import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { toJobView } from './schemas/job.ts'
+import { Tenants } from './tenants/tenants.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { InstanceLock } from './workspace/instance-lock.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
@@ -33,6 +34,8 @@ export interface ServiceDeps {
 /** The domain of one app: everything the routes work with, none of it shared with another app. */
 export interface Services {
   config: Config
+  /** The tokens accepted and who holds each (AUTH_TOKENS, TENANTS_FILE, METRICS_TOKEN); `reload` on SIGHUP. */
+  tenants: Tenants
   /** Where runs are admitted, queued, recorded and followed: memory, or Redis (REDIS_URL). */
   engine: Engine
   jobs: JobService
@@ -61,18 +64,21 @@ export interface Services {
 const WEBHOOK_DRAIN_MS = 10_000
 
 export async function createServices (config: Config, deps: ServiceDeps, logger: Logger): Promise<Services> {
+  // First: a bad TENANTS_FILE stops the start-up before anything is touched.
+  const tenants = await Tenants.load({ file: config.tenantsFile, authTokens: config.authTokens, metricsToken: config.metricsToken, logger })
+  if (config.tenantsFile !== undefined) logger.info({ file: config.tenantsFile, tenants: tenants.names }, 'tenants loaded')
   // Before anything under WORKSPACE_ROOT is touched: a second instance on the same folder would
   // sweep away the first one's workspaces.
   const lock = await InstanceLock.acquire(config.workspaceRoot)
   try {
-    return await start(config, deps, logger, lock)
+    return await start(config, deps, logger, lock, tenants)
   } catch (error) {
     await lock.release()
     throw error
   }
 }
 
-async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: InstanceLock): Promise<Services> {
+async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: InstanceLock, tenants: Tenants): Promise<Services> {
   const now = deps.now ?? Date.now
   const folders = new WorkspaceFolders(config.workspaceRoot, { onError: (error, context) => logger.warn({ err: error }, context) })
   const records = new ProcessRecords(folders.pids)
@@ -173,7 +179,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,
     now,
-    onFinished: (outcome, result) => metrics.chatFinished(outcome, result),
+    onFinished: (outcome, result, tenant) => metrics.chatFinished(outcome, result, tenant),
   })
   const jobs = new JobService({
     engine,
@@ -195,6 +201,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   })())
   return {
     config,
+    tenants,
     engine,
     jobs,
     chat,

@@ -143,7 +143,7 @@ describe('GET /jobs/:id/events ids', () => {
 
 describe('/openapi.json', () => {
   it('documents every response each route really gives: requests made from the document itself', async () => {
-    const { app } = await makeApp({ maxConcurrency: 2 })
+    const { app } = await makeApp({ maxConcurrency: 2, metricsToken: 'metrics-token-0123456789abcd' })
     const base = await listen(app)
     const done = await run(app, { prompt: 'hi [[fake tool]]', metadata: { from: 'contract' } })
     const doc = (await app.inject({ method: 'GET', url: '/openapi.json', headers: AUTH })).json<OpenApiDocument>()
@@ -151,6 +151,7 @@ describe('/openapi.json', () => {
     const fixtures = {
       params: { id: done.job_id, model: 'haiku' },
       auth: { authorization: `Bearer ${TOKEN}` },
+      narrowAuth: { authorization: 'Bearer metrics-token-0123456789abcd' },
       bodies: {
         'POST /execute': [{ prompt: 'hi', model: 'haiku', metadata: { a: [1, { b: null }] } }],
         'POST /v1/chat/completions': [
@@ -184,7 +185,8 @@ describe('/openapi.json', () => {
     expect(requests).toBeGreaterThan(80)
     // The walk reached the interesting answers, not only refusals.
     for (const expected of ['POST /execute 202', 'GET /jobs/{id} 200', 'GET /jobs/{id}/events 200', 'GET /jobs/{id}/output 200', 'DELETE /jobs/{id} 409',
-      'POST /v1/chat/completions 200', 'POST /v1/chat/completions 404', 'GET /jobs 401', 'GET /jobs 400', 'GET /metrics 200', 'GET /health 200']) {
+      'POST /v1/chat/completions 200', 'POST /v1/chat/completions 404', 'GET /jobs 401', 'GET /jobs 400', 'GET /metrics 200', 'GET /health 200',
+      'GET /jobs 403', 'POST /execute 403', 'POST /v1/chat/completions 403', 'GET /usage 200', 'GET /usage 403']) {
       expect(statuses, expected).toContain(expected)
     }
   })
@@ -201,6 +203,6 @@ describe('/openapi.json', () => {
     expect(Object.keys(doc.paths['/jobs/{id}/events']!.get!.responses['200']!.content!)).toEqual(['text/event-stream'])
     expect(Object.keys(doc.paths['/jobs/{id}/output']!.get!.responses['200']!.content!)).toEqual(['application/x-ndjson'])
     expect(Object.keys(doc.paths['/v1/chat/completions']!.post!.responses['200']!.content!)).toEqual(['application/json', 'text/event-stream'])
-    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '413', '415', '422', '429', '503'])
+    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '403', '413', '415', '422', '429', '503'])
   })
 })

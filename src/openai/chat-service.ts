@@ -63,7 +63,7 @@ export interface ChatServiceOptions {
   permissionMode?: string | undefined
   now: () => number
   /** Told how each call ended: the run's status, or `client_gone`. */
-  onFinished?: (outcome: string, result: CliResult | null) => void
+  onFinished?: (outcome: string, result: CliResult | null, tenant: string) => void
 }
 
 /** A chat completion the client no longer waits for: nothing to answer. */
@@ -166,7 +166,7 @@ export class ChatService {
         const final = await engine.store.get(id)
         const cut = budget.exhausted && !signal.aborted
         const status = cut ? 'length' : signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
-        this.#options.onFinished?.(status, final?.result ?? null)
+        this.#options.onFinished?.(status, final?.result ?? null, caller.tenant)
         if (final === undefined) throw new AppError('internal_error', `the record of chat run ${id} is gone`)
         if (cut) return { id, created, model, content, finishReason: 'length' as const, usage: usageOf(final.result) }
         const done = answer(signal, final, { id, created, model, content }, structured)
