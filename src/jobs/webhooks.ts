@@ -134,7 +134,10 @@ export class WebhookSender {
         const attempt = job.callback.attempts.length + 1
         const result = await this.#attempt(job, url, JSON.stringify(this.#options.render(job)), attempt)
         const done = delivered(result) ? true : attempt >= this.#options.maxAttempts ? false : null
-        await outbox.record(id, result, done, this.#options.now() + backoffMs(this.#options.backoffMs, attempt))
+        const wait = backoffMs(this.#options.backoffMs, attempt)
+        await outbox.record(id, result, done, this.#options.now() + wait)
+        // Look again when it is due, not at the next poll (any replica may take it by then).
+        if (done === null) setTimeout(() => this.#kick?.(), wait).unref()
       }
     }
     let polling: Promise<void> | undefined
