@@ -315,6 +315,43 @@ describeEngines('the engine', kind => {
     expect(await engine.store.get(big[1]!.id)).toBeDefined()
   })
 
+  it('keeps the bytes a run put while it ran, for any reader, counted in MAX_RETAINED_BYTES and evicted with it', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z')
+    const { engine, processor } = await setup(kind, { concurrency: 3, ttlMs: 60_000, maxRetainedBytes: 100 * 1024, now: () => now })
+    const finish = async (artifacts: Record<string, Buffer>): Promise<{ record: RunRecord, handle: RunHandle }> => {
+      const record = await admit(engine, job({ now }))
+      await vi.waitFor(() => expect(processor.held.has(record.id)).toBe(true))
+      const { handle } = processor.held.get(record.id)!
+      for (const [name, data] of Object.entries(artifacts)) expect(await handle.putArtifact(name, data)).toBe(true)
+      processor.release(record.id)
+      return { record: await ended(engine, record.id), handle }
+    }
+    // Every byte value, as bytes (not text); a later put under the same name replaces the earlier one.
+    const tree = randomBytes(40 * 1024)
+    const first = await finish({ tree: Buffer.from('replaced'), empty: Buffer.alloc(0) })
+    expect(await first.handle.putArtifact('late', tree)).toBe(false)
+    const second = await finish({ tree })
+    expect((await engine.store.artifact(second.record.id, 'tree'))!.equals(tree)).toBe(true)
+    expect((await engine.store.artifact(first.record.id, 'tree'))!.toString()).toBe('replaced')
+    expect((await engine.store.artifact(first.record.id, 'empty'))!.length).toBe(0)
+    // Once a run ended, nothing more is kept with it.
+    expect(await engine.store.artifact(first.record.id, 'late')).toBeUndefined()
+    expect(await engine.store.artifact(second.record.id, 'other')).toBeUndefined()
+    expect(await engine.store.artifact(randomUUID(), 'tree')).toBeUndefined()
+    // The records are a few KiB: only the artifacts' bytes push the oldest out of 100 KiB.
+    const third = await finish({ tree: randomBytes(40 * 1024) })
+    const fourth = await finish({ tree: randomBytes(40 * 1024) })
+    expect(await engine.store.get(first.record.id)).toBeUndefined()
+    expect(await engine.store.get(second.record.id)).toBeUndefined()
+    expect(await engine.store.artifact(second.record.id, 'tree')).toBeUndefined()
+    expect(await engine.store.get(third.record.id)).toBeDefined()
+    expect((await engine.store.artifact(fourth.record.id, 'tree'))!.length).toBe(40 * 1024)
+    // Past the TTL they go with their run.
+    now += 61_000
+    expect(await engine.store.artifact(fourth.record.id, 'tree')).toBeUndefined()
+    expect(await engine.store.get(fourth.record.id)).toBeUndefined()
+  })
+
   it('lists jobs newest first, by status and tenant, a page at a time, without chat runs', async () => {
     const { engine, processor } = await setup(kind, { concurrency: 6 })
     const records = []

@@ -25,6 +25,8 @@ export interface MemoryJobStoreOptions {
 export interface MemoryEntry {
   readonly record: RunRecord
   lines: readonly string[]
+  /** What the run kept for later runs (RunHandle.putArtifact). */
+  readonly artifacts: Map<string, Buffer>
   readonly log: EventLog
   /** Told once, when the run ends; a waiter removes itself when it returns (nothing is kept for it). */
   readonly waiters: Set<() => void>
@@ -63,6 +65,7 @@ export class MemoryJobStore implements JobStore {
     const entry: MemoryEntry = {
       record,
       lines: [],
+      artifacts: new Map(),
       log: new EventLog({ maxEvents: this.#options.maxEvents, maxBytes: this.#options.maxEventBytes, now: this.#options.now }),
       waiters: new Set(),
     }
@@ -95,7 +98,9 @@ export class MemoryJobStore implements JobStore {
     entry.log.append(terminal.type, terminal.data)
     entry.log.close()
     const outputBytes = lines.reduce((sum, line) => sum + line.length + 1, 0)
-    const bytes = retainedBytes(record, { lines: lines.length, bytes: outputBytes }, { count: entry.log.lastId - entry.log.firstId + 1, bytes: entry.log.bytes })
+    let artifactBytes = 0
+    for (const data of entry.artifacts.values()) artifactBytes += data.length
+    const bytes = artifactBytes + retainedBytes(record, { lines: lines.length, bytes: outputBytes }, { count: entry.log.lastId - entry.log.firstId + 1, bytes: entry.log.bytes })
     this.#finished.set(record.id, { bytes, expiresAt: now() + (record.kind === 'chat' ? chatTtlMs : ttlMs) })
     this.#retainedBytes += bytes
     while (this.#finished.size > maxFinished || (this.#retainedBytes > maxRetainedBytes && this.#finished.size > 1)) {
@@ -121,6 +126,10 @@ export class MemoryJobStore implements JobStore {
 
   async output (id: string): Promise<string[]> {
     return [...(this.entry(id)?.lines ?? [])]
+  }
+
+  async artifact (id: string, name: string): Promise<Buffer | undefined> {
+    return this.entry(id)?.artifacts.get(name)
   }
 
   async list (query: ListQuery): Promise<{ records: RunRecord[], next: number | undefined }> {

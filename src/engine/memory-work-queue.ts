@@ -191,6 +191,11 @@ export class MemoryWorkQueue implements WorkQueue {
       record: entry.record,
       event: (type, data) => { entry.log.append(type, data) },
       save: () => {},
+      putArtifact: async (name, data) => {
+        if (entry.record.status !== 'running') return false
+        entry.artifacts.set(name, data)
+        return true
+      },
       claimSpawn: async () => {},
       finish: async (update: TerminalUpdate, lines) => store.settle(entry, update, lines),
     }

@@ -24,7 +24,7 @@ export class RedisJobStore implements JobStore {
     this.#now = options.now
   }
 
-  key (id: string, part?: 'meta' | 'ev' | 'out' | 'cb'): string {
+  key (id: string, part?: 'meta' | 'ev' | 'out' | 'cb' | 'art'): string {
     return part === undefined ? `${this.#prefix}:run:${id}` : `${this.#prefix}:run:${id}:${part}`
   }
 
@@ -36,6 +36,20 @@ export class RedisJobStore implements JobStore {
   async output (id: string): Promise<string[]> {
     const text = await this.#redis.get(this.key(id, 'out')).catch(error => { throw unavailable(error) })
     return text === null || text === '' ? [] : text.split('\n')
+  }
+
+  async artifact (id: string, name: string): Promise<Buffer | undefined> {
+    const replies = await this.#redis.pipeline()
+      .zscore(`${this.#prefix}:expiry`, id)
+      .hgetBuffer(this.key(id, 'art'), name)
+      .exec()
+      .catch(error => { throw unavailable(error) })
+    if (replies === null) throw unavailable(new Error('Connection is closed'))
+    const [[expiryError, expiresAt], [dataError, data]] = replies as Array<[Error | null, unknown]> as [[Error | null, string | null], [Error | null, Buffer | null]]
+    if (expiryError ?? dataError) throw unavailable(expiryError ?? dataError)
+    // Past its TTL it is gone, whether or not Redis has expired its keys yet.
+    if (expiresAt !== null && this.#now() >= Number(expiresAt)) return undefined
+    return data ?? undefined
   }
 
   async list (query: ListQuery): Promise<{ records: RunRecord[], next: number | undefined }> {

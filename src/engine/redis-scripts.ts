@@ -9,9 +9,10 @@ import type { Redis } from 'ioredis'
  *   P:run:ID            the record (JSON, written whole by the replica that owns the run, never by Lua)
  *   P:run:ID:meta       hash: seq, status, tenant, kind, instance (owner), spawned (owner that started
  *                       the agent), dispatched, claims, cancel (JSON), evn/evbytes (event log), fp/idem
- *                       (Idempotency-Key), cbdone (callback outcome)
+ *                       (Idempotency-Key), cbdone (callback outcome), artbytes (artifacts)
  *   P:run:ID:ev         stream of events, ids N-0 for N = 1, 2, 3...; fields t (type), d (data), a (time)
  *   P:run:ID:out        the raw stream-json lines; P:run:ID:cb  list of callback attempts (JSON)
+ *   P:run:ID:art        hash name → bytes the run kept for later runs (artbytes in meta: their size)
  *   P:pending           zset seq → id: admitted, waiting for a slot
  *   P:promoted          zset time → id: handed to BullMQ, not yet taken by a replica's worker
  *   P:counts            hash: inflight (admitted, not finished), dispatched, running, retained (bytes)
@@ -76,7 +77,7 @@ local function delete_run(id)
   redis.call('ZREM', k('list'), id)
   redis.call('ZREM', k('finished'), id)
   redis.call('ZREM', k('expiry'), id)
-  redis.call('DEL', run(id), run(id) .. ':out', run(id) .. ':ev', run(id) .. ':meta', run(id) .. ':cb')
+  redis.call('DEL', run(id), run(id) .. ':out', run(id) .. ':ev', run(id) .. ':meta', run(id) .. ':cb', run(id) .. ':art')
 end
 `
 
@@ -213,6 +214,17 @@ redis.call('SET', run(id), ARGV[4])
 return 1
 `,
 
+  /** The owner keeps bytes with a run in flight, counted when it ends. ARGV: P, id, instance, name, data → 1 | 0 */
+  artifact: `
+local id, instance, name, data = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local meta = run(id) .. ':meta'
+if redis.call('HGET', meta, 'status') ~= 'running' or redis.call('HGET', meta, 'instance') ~= instance then return 0 end
+local key = run(id) .. ':art'
+redis.call('HINCRBY', meta, 'artbytes', #data - redis.call('HSTRLEN', key, name))
+redis.call('HSET', key, name, data)
+return 1
+`,
+
   /** ARGV: P, id, instance, type, data, now, max events, max bytes → event id | 0 */
   append: `
 local id, instance = ARGV[2], ARGV[3]
@@ -256,8 +268,8 @@ if #output > 0 then redis.call('SET', run(id) .. ':out', output) end
 redis.call('HSET', meta, 'status', status)
 append_event(id, 'status', event, now, max_events, max_bytes)
 local idem = redis.call('HGET', meta, 'idem') or ''
--- ARGV[24]: what the record and output hold (see retainedBytes); the event log's part is added here.
-local bytes = n(ARGV[24]) + n(redis.call('HGET', meta, 'evbytes')) + redis.call('XLEN', run(id) .. ':ev') * n(ARGV[25])
+-- ARGV[24]: what the record and output hold (see retainedBytes); the event log's and artifacts' parts are added here.
+local bytes = n(ARGV[24]) + n(redis.call('HGET', meta, 'evbytes')) + redis.call('XLEN', run(id) .. ':ev') * n(ARGV[25]) + n(redis.call('HGET', meta, 'artbytes'))
 redis.call('ZADD', k('finished'), redis.call('INCR', k('finseq')), id)
 redis.call('ZADD', k('expiry'), expires_at, id)
 redis.call('HSET', k('finbytes'), id, bytes .. '\\n' .. tenant .. '\\n' .. idem)
@@ -272,7 +284,7 @@ redis.call('HINCRBY', usage, 'cache_creation_input_tokens', ARGV[20])
 redis.call('HINCRBYFLOAT', usage, 'agent_seconds', ARGV[21])
 redis.call('EXPIRE', usage, n(ARGV[23]))
 if ARGV[22] == '1' then redis.call('ZADD', k('webhooks'), now, id) end
-for _, key in ipairs({ run(id), run(id) .. ':out', run(id) .. ':ev', meta, run(id) .. ':cb' }) do redis.call('PEXPIRE', key, ttl) end
+for _, key in ipairs({ run(id), run(id) .. ':out', run(id) .. ':ev', meta, run(id) .. ':cb', run(id) .. ':art' }) do redis.call('PEXPIRE', key, ttl) end
 if idem ~= '' then redis.call('PEXPIRE', idem, ttl) end
 while true do
   local count = redis.call('ZCARD', k('finished'))
@@ -371,15 +383,16 @@ return attempts
 export type ScriptName = keyof typeof scripts
 export type Reply = string | number | null | Reply[]
 
-export type Scripts = { [K in ScriptName]: (...args: Array<string | number>) => Promise<Reply> }
+export type Scripts = { [K in ScriptName]: (...args: Array<string | number | Buffer>) => Promise<Reply> }
 
 /** Registers every script on a connection (EVALSHA, falling back to EVAL after a Redis restart). */
 export function defineScripts (redis: Redis, prefix: string): Scripts {
   const callers: Partial<Scripts> = {}
   for (const [name, body] of Object.entries(scripts) as Array<[ScriptName, string]>) {
     redis.defineCommand(`cr_${name}`, { numberOfKeys: 0, lua: PRELUDE + body })
-    const command = (redis as unknown as Record<string, (...args: Array<string | number>) => Promise<Reply>>)[`cr_${name}`]!
-    callers[name] = (...args) => command.call(redis, prefix, ...args.map(String))
+    const command = (redis as unknown as Record<string, (...args: Array<string | Buffer>) => Promise<Reply>>)[`cr_${name}`]!
+    // Buffers go as they are: artifacts are bytes, not text.
+    callers[name] = (...args) => command.call(redis, prefix, ...args.map(arg => Buffer.isBuffer(arg) ? arg : String(arg)))
   }
   return callers as Scripts
 }

@@ -437,6 +437,7 @@ export class RedisWorkQueue implements WorkQueue {
           logger.warn({ err: error, runId: id }, 'could not save a run')
         })
       },
+      putArtifact: async (name, data) => await writerScripts.artifact(id, instance, name, data) === 1,
       claimSpawn: async () => {
         if (await writerScripts.spawn(id, instance) !== 1) throw new SpawnClaimLostError(`run ${id} was taken over by another replica`)
       },

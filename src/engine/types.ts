@@ -109,6 +109,8 @@ export interface JobStore {
   get (id: string): Promise<RunRecord | undefined>
   /** The raw stream-json lines the agent printed (at most MAX_OUTPUT_BYTES of them). */
   output (id: string): Promise<string[]>
+  /** Bytes the run kept under `name` while it ran (RunHandle.putArtifact); undefined when none, or the run is gone. */
+  artifact (id: string, name: string): Promise<Buffer | undefined>
   /** Jobs (not chat runs), newest first. */
   list (query: ListQuery): Promise<{ records: RunRecord[], next: number | undefined }>
   /** Drops finished jobs past their TTL; returns how many went. */
@@ -155,6 +157,12 @@ export interface RunHandle {
   event (type: string, data: unknown): void
   /** Writes the record as it is now (phase, pid, agent...). */
   save (): void
+  /**
+   * Keeps `data` under `name` with the run, for later runs to read (JobStore.artifact), until the
+   * run is evicted; counted in MAX_RETAINED_BYTES when it ends. Only before `finish`: false when
+   * the run is no longer this replica's to write (it ended, or was declared lost).
+   */
+  putArtifact (name: string, data: Buffer): Promise<boolean>
   /**
    * Resolves before the agent is started, rejecting if it must not be (another replica took the
    * run meanwhile): a spawned agent is never started twice.
