@@ -94,6 +94,8 @@ const settings = {
   jobTtlSeconds: { env: 'JOB_TTL_SECONDS', default: 3600, parse: seconds(0, 30 * 24 * 3600) },
   maxFinishedJobs: { env: 'MAX_FINISHED_JOBS', default: 1000, parse: integer(1, 10_000_000) },
   maxRetainedBytes: { env: 'MAX_RETAINED_BYTES', default: 256 * MiB, parse: integer(MiB, 64 * 1024 * MiB) },
+  // What a finished job keeps to be continued (continue_from): its transcript and its tree's bundle.
+  maxResumeBytes: { env: 'MAX_RESUME_BYTES', default: 16 * MiB, parse: integer(0, 1024 * MiB) },
   claudeBin: { env: 'CLAUDE_BIN', default: 'claude', parse: string() },
   sandbox: { env: 'SANDBOX', default: 'bwrap' as (typeof SANDBOX_MODES)[number], parse: oneOf(SANDBOX_MODES) },
   sandboxReadOnly: {

@@ -21,6 +21,10 @@ export const ErrorCodes = {
   method_not_allowed: 405,
   job_not_found: 404,
   job_finished: 409,
+  /** continue_from names a job that has not ended yet. */
+  job_not_finished: 409,
+  /** continue_from names a job with nothing to resume (no session, or more than MAX_RESUME_BYTES to keep). */
+  not_resumable: 400,
   idempotency_conflict: 422,
   queue_full: 429,
   tenant_queue_full: 429,

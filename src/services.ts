@@ -129,7 +129,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       logger,
       now,
     })
-  const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
+  const executorFor = (provider: WorkspaceProvider, continuations: boolean): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
     sandbox,
     records,
@@ -138,11 +138,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     maxOutputBytes: config.maxOutputBytes,
     workspaces: provider,
     configs: { folders, template: config.claudeConfigTemplate },
+    // What continuations start from is kept in the engine: the next run may be on another replica.
+    ...(continuations ? { artifacts: (id: string, name: string) => engine.store.artifact(id, name), maxResumeBytes: config.maxResumeBytes } : {}),
     onError: (error, context) => logger.error({ err: error }, context),
   })
-  const executor = executorFor(workspaces)
+  const executor = executorFor(workspaces, true)
   // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
-  const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
+  const chatExecutor = executorFor(new DirectoryWorkspaces(folders), false)
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,

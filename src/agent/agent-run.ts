@@ -12,6 +12,8 @@ export type RunErrorCode =
   | 'agent_not_found' | 'agent_spawn_failed' | 'agent_error' | 'api_error' | 'max_turns' | 'max_budget'
   | 'agent_crashed' | 'no_result' | 'timeout' | 'cancelled' | 'workspace_error' | 'ref_not_found' | 'push_failed'
   | 'structured_output_missing'
+  /** A continuation whose earlier job (and what it kept) was evicted before it started. */
+  | 'not_resumable'
   /** Redis engine: the replica running the agent died (no heartbeat for REPLICA_TIMEOUT_SECONDS). */
   | 'worker_lost'
 

@@ -27,6 +27,13 @@ export interface AgentSpec {
    * request's). When set, even empty, only these servers run (`--strict-mcp-config`).
    */
   mcpConfigFiles?: readonly string[] | undefined
+  /** A session id to resume (`--resume`): its transcript must be in the run's configuration folder. */
+  resume?: string | undefined
+  /**
+   * `off`: render the system prompt afresh. A resumed session otherwise reuses the one its first run
+   * recorded, and silently ignores a new `--append-system-prompt` or agent (measured, 2.1.332).
+   */
+  systemPromptSnapshot?: 'off' | undefined
 }
 
 /**
@@ -39,6 +46,8 @@ export interface AgentSpec {
 export function buildCliArgs (spec: AgentSpec): string[] {
   const args = ['-p', '--output-format=stream-json', '--verbose']
   if (spec.includePartialMessages === true) args.push('--include-partial-messages')
+  if (spec.resume !== undefined) args.push(`--resume=${spec.resume}`)
+  if (spec.systemPromptSnapshot !== undefined) args.push(`--system-prompt-snapshot=${spec.systemPromptSnapshot}`)
   if (spec.model !== undefined) args.push(`--model=${spec.model}`)
   if (spec.fallbackModel !== undefined) args.push(`--fallback-model=${spec.fallbackModel}`)
   if (spec.agent !== undefined) args.push(`--agent=${spec.agent}`)

@@ -20,6 +20,8 @@ export const INSIDE = {
   tmp: '/tmp',
   inputs: '/run/claude-runner/inputs',
   baseObjects: '/run/claude-runner/base-objects',
+  /** A continuation's: the objects of the runs it continues (see GitWorkspaces). */
+  continuedObjects: '/run/claude-runner/continued-objects',
 } as const
 
 const AGENT_UID = 1000

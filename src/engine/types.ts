@@ -3,6 +3,7 @@ import type { CliResult } from '../agent/stream-json.ts'
 import type { CancelReason } from '../errors.ts'
 import type { JobRequest, TerminalUpdate } from '../jobs/job.ts'
 import type { ExecuteRequest } from '../runner/agent-executor.ts'
+import type { ResumeState } from '../runner/continuation.ts'
 import type { WorkspaceChanges } from '../workspace/workspace.ts'
 
 /**
@@ -65,6 +66,8 @@ export interface RunRecord {
   /** What the agent printed; the lines themselves are kept apart (see JobStore.output). */
   output: Omit<AgentOutput, 'lines'> & { lines: number } | null
   changes: WorkspaceChanges | null
+  /** Whether a later job can continue it (its artifacts hold what that needs); null until it ends, or for runs that keep nothing. Absent in records of older versions. */
+  resume?: ResumeState | null
   cancel: { requestedAt: number, reason: CancelReason } | null
   callback: CallbackRecord | null
 }

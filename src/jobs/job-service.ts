@@ -4,6 +4,7 @@ import type { AgentControls } from '../agent/agent-controls.ts'
 import { AppError } from '../errors.ts'
 import { forbidden } from '../tenants/scopes.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
+import type { ResumeFrom } from '../runner/continuation.ts'
 import { createRecord, isTerminal, type JobRequest } from './job.ts'
 
 export interface JobServiceOptions {
@@ -45,6 +46,7 @@ export class JobService {
    */
   async submit (request: JobRequest, caller: Caller, options: { idempotency?: { key: string, fingerprint: string } | undefined } = {}): Promise<{ record: RunRecord, replayed: boolean }> {
     const { engine, now, logger } = this.#options
+    const resume = request.continue_from === undefined ? undefined : await this.#continuation(request.continue_from, caller)
     const id = randomUUID()
     const record = createRecord({
       id,
@@ -56,6 +58,8 @@ export class JobService {
         id,
         ref: request.ref,
         push: request.push,
+        keep: true,
+        resume,
         spec: {
           prompt: request.prompt,
           model: request.model,
@@ -64,6 +68,8 @@ export class JobService {
           maxBudgetUsd: request.max_budget_usd,
           permissionMode: this.#options.permissionMode,
           ...this.#options.controls.toSpec(request),
+          // A resumed session keeps the system prompt its first run recorded, and would drop this job's own.
+          ...(resume !== undefined && (request.append_system_prompt !== undefined || request.agent !== undefined) ? { systemPromptSnapshot: 'off' as const } : {}),
         },
       },
       request,
@@ -76,6 +82,26 @@ export class JobService {
       logger.info({ jobId: id, tenant: caller.tenant, queued, active }, 'job accepted')
     }
     return { record: admitted.record, replayed: !admitted.admitted }
+  }
+
+  /**
+   * What a job continuing `id` starts from: that job must be the caller's, still kept, ended, and
+   * have kept its session (`job_not_found`, `job_not_finished`, `not_resumable`).
+   */
+  async #continuation (id: string, caller: Caller): Promise<ResumeFrom> {
+    const previous = await this.get(id, caller)
+    if (previous === undefined) {
+      throw new AppError('job_not_found', `body.continue_from: no job ${id}: it never existed or was evicted after JOB_TTL_SECONDS`, { details: { field: 'continue_from' } })
+    }
+    if (!isTerminal(previous.status)) {
+      throw new AppError('job_not_finished', `body.continue_from: job ${id} is ${previous.status}; a job can be continued once it has ended (wait for it: GET /jobs/${id}?wait=60)`, { details: { field: 'continue_from', status: previous.status } })
+    }
+    const state = previous.resume ?? null
+    if (state === null || !state.resumable) {
+      const why = state === null ? 'its agent never started a session' : state.reason
+      throw new AppError('not_resumable', `body.continue_from: job ${id} cannot be continued: ${why}`, { details: { field: 'continue_from' } })
+    }
+    return { run: previous.id, session_id: state.session_id, transcript_bytes: state.transcript_bytes, tree: state.tree }
   }
 
   /** The job, if it exists and the caller may see it: for anyone else it does not exist. */

@@ -3,6 +3,7 @@ import type { AgentOutput, RunError } from '../agent/agent-run.ts'
 import type { AgentEvent, CliResult } from '../agent/stream-json.ts'
 import type { CancelReason } from '../errors.ts'
 import type { ExecutionPhase, RunRecord, RunStatus, TerminalStatus, UsageDelta } from '../engine/types.ts'
+import type { ResumeState } from '../runner/continuation.ts'
 import type { WorkspaceChanges } from '../workspace/workspace.ts'
 
 export { isTerminal, TERMINAL_STATUSES } from '../engine/types.ts'
@@ -34,6 +35,8 @@ export interface JobRequest extends AgentControlFields {
   max_budget_usd?: number | undefined
   metadata?: Record<string, unknown> | undefined
   callback_url?: string | undefined
+  /** The id of a finished job whose session this one resumes, where it left off. */
+  continue_from?: string | undefined
 }
 
 /** A new run's record, queued. */
@@ -56,6 +59,7 @@ export function createRecord (init: Pick<RunRecord, 'id' | 'kind' | 'tenant' | '
     error: null,
     output: null,
     changes: null,
+    resume: null,
     cancel: null,
     callback: callback ? { delivery_id: fields.id, attempts: [], delivered: null } : null,
   }
@@ -69,6 +73,7 @@ export interface TerminalUpdate {
   exit?: RunRecord['exit']
   output?: AgentOutput | null
   changes?: WorkspaceChanges | null
+  resume?: ResumeState | null
   cancel?: { requestedAt: number, reason: CancelReason } | undefined
 }
 
@@ -145,6 +150,7 @@ export function finishRun (record: RunRecord, update: TerminalUpdate, now: numbe
   if (update.result !== undefined) record.result = update.result
   if (update.exit !== undefined) record.exit = update.exit
   if (update.changes !== undefined) record.changes = update.changes
+  if (update.resume !== undefined) record.resume = update.resume
   if (update.output != null) {
     const { lines, ...meta } = update.output
     record.output = { ...meta, lines: lines.length }

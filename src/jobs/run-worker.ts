@@ -1,7 +1,8 @@
 import type { Logger } from 'pino'
 import { RunCancelledError } from '../errors.ts'
-import type { RunProcessor } from '../engine/types.ts'
+import type { RunHandle, RunProcessor } from '../engine/types.ts'
 import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
+import type { Kept, ResumeState } from '../runner/continuation.ts'
 import { agentEvent, enterPhase } from './job.ts'
 
 export interface RunWorkerOptions {
@@ -58,6 +59,7 @@ export function createRunWorker (options: RunWorkerOptions): RunProcessor {
     }
     const reason: unknown = signal.reason
     const cancel = outcome.status === 'cancelled' && reason instanceof RunCancelledError ? { requestedAt: now(), reason: reason.reason } : undefined
+    const resume = outcome.kept === null ? undefined : await keep(handle, outcome.kept)
     await handle.finish({
       status: outcome.status,
       result: outcome.result,
@@ -65,7 +67,21 @@ export function createRunWorker (options: RunWorkerOptions): RunProcessor {
       error: outcome.error,
       output: outcome.output,
       changes: outcome.changes,
+      resume,
       cancel,
     }, outcome.output.lines)
+  }
+
+  /** Puts what a continuation needs into the engine with the run; if it cannot be kept, the run just is not resumable. */
+  async function keep (handle: RunHandle, kept: Kept): Promise<ResumeState> {
+    try {
+      for (const [name, data] of kept.artifacts) {
+        if (!await handle.putArtifact(name, data)) return { resumable: false, reason: 'it ended elsewhere before what continuing it needs was kept' }
+      }
+      return kept.state
+    } catch (error) {
+      logger.warn({ err: error, runId: handle.record.id }, 'could not keep what continuing the run needs')
+      return { resumable: false, reason: `what continuing it needs could not be kept: ${(error as Error).message}` }
+    }
   }
 }

@@ -36,6 +36,9 @@ function canonicalJson (value: unknown): string {
 }
 
 function checkWorkspaceFields (body: ExecuteBody, { config }: AppContext): void {
+  if (body.ref !== undefined && body.continue_from !== undefined) {
+    throw new AppError('validation_error', 'body.ref cannot go with body.continue_from: a continuation starts where the job it continues left off', { details: { field: 'ref' } })
+  }
   if (body.ref !== undefined) {
     if (config.baseRepo === undefined) {
       throw new AppError('invalid_ref', 'body.ref needs a repository: the service has no BASE_REPO', { details: { field: 'ref' } })

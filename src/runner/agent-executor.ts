@@ -7,7 +7,8 @@ import type { RunPaths, Sandbox } from '../agent/sandbox.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../engine/types.ts'
-import { WorkspaceError, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
+import { WorkspaceError, type Collected, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
+import { keepForContinuation, loadResume, restoreTranscript, ResumeError, type ArtifactReader, type Kept, type ResumeFrom } from './continuation.ts'
 
 export interface ExecuteRequest {
   /** Names the workspace; unique among runs in flight. */
@@ -15,6 +16,10 @@ export interface ExecuteRequest {
   spec: AgentSpec
   ref?: string | undefined
   push?: boolean | undefined
+  /** Keep what continuing this run needs (its session transcript, its final tree): see continuation.ts. */
+  keep?: boolean | undefined
+  /** Continue a finished run: resume its session, in a workspace that starts where it left off. */
+  resume?: ResumeFrom | undefined
 }
 
 export interface ExecuteHooks {
@@ -27,6 +32,8 @@ export interface ExecuteHooks {
 
 export interface ExecuteOutcome extends AgentOutcome {
   changes: WorkspaceChanges | null
+  /** With `keep`: what a continuation needs (to be put in the engine), or why the run cannot be continued. */
+  kept: Kept | null
 }
 
 export interface AgentExecutorOptions {
@@ -46,6 +53,10 @@ export interface AgentExecutorOptions {
   killGraceMs: number
   maxOutputBytes: number
   workspaces: WorkspaceProvider
+  /** What earlier runs kept in the engine (JobStore.artifact): what continuations start from. */
+  artifacts?: ArtifactReader | undefined
+  /** MAX_RESUME_BYTES: what a run with `keep` may keep for its continuations; 0 (the default) keeps nothing. */
+  maxResumeBytes?: number | undefined
   onError?: (error: unknown, context: string) => void
 }
 
@@ -74,29 +85,37 @@ export class AgentExecutor {
     const discardRun = async (): Promise<void> => {
       await Promise.all([folders.discard(configDir), folders.discard(runDir)])
     }
-    let workspace
+    const { resume } = request
+    let workspace: Workspace | undefined
+    let paths: RunPaths
     try {
       await mkdir(configDir, { mode: 0o700 })
       if (template !== undefined) await cp(template, configDir, { recursive: true })
       await mkdir(runDir, { mode: 0o700 })
       for (const name of ['home', 'tmp', 'inputs']) await mkdir(join(runDir, name), { mode: 0o700 })
-      workspace = await this.#options.workspaces.prepare(request.id, { ref: request.ref, signal })
+      const restored = resume === undefined ? undefined : await this.#loadResume(resume)
+      workspace = await this.#options.workspaces.prepare(request.id, {
+        ref: request.ref,
+        signal,
+        restore: restored === undefined || resume?.tree == null ? undefined : { tree: resume.tree, bundle: restored.bundle },
+      })
+      paths = { workspace: workspace.path, config: configDir, home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
+      if (resume !== undefined && restored !== undefined) await restoreTranscript(resume, restored.transcript, configDir, this.#options.sandbox.view(paths).workspace)
     } catch (error) {
-      await discardRun()
+      await Promise.all([workspace?.dispose(), discardRun()])
       if (signal.aborted) return stopped(signal)
-      const failure: RunError = error instanceof WorkspaceError
+      const failure: RunError = error instanceof WorkspaceError || error instanceof ResumeError
         ? { code: error.code, message: error.message }
         : { code: 'workspace_error', message: `could not prepare the workspace: ${(error as Error).message}` }
-      return { status: 'failed', error: failure, result: null, exit: null, output: emptyOutput(), init: null, changes: null }
+      return { status: 'failed', error: failure, result: null, exit: null, output: emptyOutput(), init: null, changes: null, kept: null }
     }
 
-    const paths: RunPaths = { workspace: workspace.path, config: configDir, home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
     let agentPid: number | undefined
     try {
       if (signal.aborted) return stopped(signal)
       await hooks.beforeSpawn?.()
       hooks.onPhase?.('running')
-      const outcome = await runAgent(request.spec, {
+      const outcome = await runAgent(resume === undefined ? request.spec : { ...request.spec, resume: resume.session_id }, {
         bin: this.#options.bin,
         sandbox: this.#options.sandbox,
         paths,
@@ -120,24 +139,47 @@ export class AgentExecutor {
       // still gets its changes collected, within a bound of their own.
       const abortedBefore = signal.aborted
       const collectSignal = abortedBefore ? AbortSignal.timeout(COLLECT_AFTER_ABORT_MS) : signal
+      const maxResumeBytes = this.#options.maxResumeBytes ?? 0
+      const keep = request.keep === true && maxResumeBytes > 0 ? { maxBytes: maxResumeBytes } : undefined
+      let ended: Omit<ExecuteOutcome, 'kept'>
+      let tree: Collected['kept']
       try {
-        const changes = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal })
-        if (changes?.push != null && 'error' in changes.push) {
-          return { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
-        }
-        return { ...outcome, changes }
+        const collected = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal, keep })
+        const { changes } = collected
+        tree = collected.kept
+        ended = changes?.push != null && 'error' in changes.push
+          ? { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
+          : { ...outcome, changes }
       } catch (error) {
-        // Cancelled or timed out while collecting: the job ends so, with the agent's result and exit.
-        if (!abortedBefore && signal.aborted) return { ...outcome, ...stoppedStatus(signal), changes: null }
-        this.#options.onError?.(error, 'collecting the workspace changes')
-        if (outcome.status !== 'completed') return { ...outcome, changes: null }
-        return { ...outcome, status: 'failed', error: { code: 'workspace_error', message: `the agent finished but its changes could not be collected: ${(error as Error).message}` }, changes: null }
+        tree = { reason: 'its workspace could not be collected' }
+        if (!abortedBefore && signal.aborted) {
+          // Cancelled or timed out while collecting: the job ends so, with the agent's result and exit.
+          ended = { ...outcome, ...stoppedStatus(signal), changes: null }
+        } else {
+          this.#options.onError?.(error, 'collecting the workspace changes')
+          ended = outcome.status !== 'completed'
+            ? { ...outcome, changes: null }
+            : { ...outcome, status: 'failed', error: { code: 'workspace_error', message: `the agent finished but its changes could not be collected: ${(error as Error).message}` }, changes: null }
+        }
       }
+      if (request.keep !== true) return { ...ended, kept: null }
+      const kept = await keepForContinuation({ outcome, tree, configDir, cwd: this.#options.sandbox.view(paths).workspace, maxBytes: maxResumeBytes })
+        .catch((error: unknown): Kept => {
+          this.#options.onError?.(error, 'keeping what continuing the run needs')
+          return { state: { resumable: false, reason: `what continuing it needs could not be kept: ${(error as Error).message}` }, artifacts: [] }
+        })
+      return { ...ended, kept }
     } finally {
       if (agentPid !== undefined) this.#live.delete(agentPid)
       await workspace.dispose()
       await discardRun()
     }
+  }
+
+  async #loadResume (resume: ResumeFrom): Promise<Awaited<ReturnType<typeof loadResume>>> {
+    const read = this.#options.artifacts
+    if (read === undefined) throw new ResumeError('this executor cannot continue runs: it reads no artifacts')
+    return loadResume(resume, read)
   }
 
   /** SIGKILLs the process group of every agent running now: for a forced exit only. */
@@ -159,5 +201,5 @@ function stoppedStatus (signal: AbortSignal): Pick<ExecuteOutcome, 'status' | 'e
 }
 
 function stopped (signal: AbortSignal): ExecuteOutcome {
-  return { result: null, exit: null, output: emptyOutput(), init: null, changes: null, ...stoppedStatus(signal) }
+  return { result: null, exit: null, output: emptyOutput(), init: null, changes: null, kept: null, ...stoppedStatus(signal) }
 }

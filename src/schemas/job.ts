@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox'
 import { EFFORT_LEVELS, MAX_APPEND_SYSTEM_PROMPT_BYTES, MAX_TOOL_RULE_LENGTH, MAX_TOOL_RULES } from '../agent/agent-controls.ts'
-import type { RunRecord } from '../engine/types.ts'
+import { isTerminal, type RunRecord } from '../engine/types.ts'
 import { AnyObject, NAME_LIST_PATTERN, NAME_MAX_LENGTH, NAME_PATTERN, NO_CONTROL_CHARACTERS_PATTERN, NO_NUL_PATTERN, Nullable, StringEnum } from './common.ts'
 
 export const MAX_PROMPT_BYTES = 1024 * 1024
@@ -31,6 +31,7 @@ export const ExecuteBody = Type.Object({
   effort: Type.Optional(StringEnum(EFFORT_LEVELS, { description: '`--effort`.' })),
   fallback_model: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, pattern: NAME_LIST_PATTERN, description: 'Models to fall back to when the model is overloaded, comma-separated, in order: `--fallback-model`.' })),
   mcp_servers: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: NAME_MAX_LENGTH }), { maxItems: 32, uniqueItems: true, description: 'Names of MCP server profiles of MCP_CONFIG_DIR; only their servers run (`--mcp-config` + `--strict-mcp-config`). `[]`: no MCP servers at all.' })),
+  continue_from: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'The id of a finished job of yours: this job resumes its Claude Code session (`--resume`) with this prompt, in a workspace that starts where it left off (its commits and uncommitted changes). Not with `ref`.' })),
 }, { additionalProperties: false })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
@@ -55,7 +56,8 @@ const Result = Type.Object({
 }, { description: "The CLI's final `result` message." })
 
 const Changes = Type.Object({
-  base_commit: Type.String(),
+  base_commit: Type.String({ description: 'Where the workspace started: a commit of BASE_REPO, or for a continuation the final tree of the job it continues.' }),
+  original_base_commit: Type.String({ description: 'The commit of BASE_REPO a chain of continuations started from (base_commit, for a job that continues none).' }),
   head_commit: Type.String(),
   commits: Type.Array(Type.Object({ sha: Type.String(), subject: Type.String() })),
   files: Type.Array(Type.Object({ path: Type.String(), status: Type.String(), old_path: Type.Optional(Type.String()) })),
@@ -68,7 +70,7 @@ const Changes = Type.Object({
     remote: Type.Optional(Type.String()),
     error: Type.Optional(Type.String()),
   })),
-}, { description: 'What the agent changed in its git workspace, measured against the commit it started from.' })
+}, { description: 'What the agent changed in its git workspace, measured against where it started (base_commit).' })
 
 export const JobView = Type.Object({
   job_id: Type.String(),
@@ -105,7 +107,10 @@ export const JobView = Type.Object({
     effort: Nullable(Type.String()),
     fallback_model: Nullable(Type.String()),
     mcp_servers: Nullable(Type.Array(Type.String())),
+    continue_from: Nullable(Type.String()),
   }),
+  continued_from: Nullable(Type.String({ description: 'The job this one continues (continue_from).' })),
+  resumable: Nullable(Type.Boolean({ description: 'Once it ended: whether continue_from may name it (it kept its session; see MAX_RESUME_BYTES).' })),
   agent: Nullable(Type.Object({
     instance: Nullable(Type.String({ description: 'INSTANCE_ID of the replica that ran it.' })),
     pid: Nullable(Type.Integer({ description: 'On that replica.' })),
@@ -197,7 +202,10 @@ export function toJobView (record: RunRecord, queuePosition: number | undefined)
       effort: request.effort ?? null,
       fallback_model: request.fallback_model ?? null,
       mcp_servers: request.mcp_servers ?? null,
+      continue_from: request.continue_from ?? null,
     },
+    continued_from: record.execute.resume?.run ?? null,
+    resumable: isTerminal(record.status) ? record.resume?.resumable ?? false : null,
     agent: record.pid === null && record.agent === null
       ? null
       : {

@@ -1,9 +1,9 @@
-import { constants } from 'node:fs'
-import { copyFile, lstat, mkdir, open, rm, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, open, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { git } from './git.ts'
+import { readPlainFile } from '../plain-files.ts'
 import { refProblem } from './refs.ts'
-import type { WorkspaceChanges } from './workspace.ts'
+import type { Collected, KeptTree, WorkspaceChanges } from './workspace.ts'
 
 const MAX_COMMITS = 1000
 const COMMIT_ID = /^[0-9a-f]{40}$/
@@ -15,7 +15,10 @@ export interface CollectInput {
   gitDir: string
   /** The base repository's objects (the agent's clone borrows them: `clone --shared`). */
   baseObjects: string
+  /** The commit changes are measured against: where the workspace started. */
   baseCommit: string
+  /** The commit of BASE_REPO a chain of continuations started from (`baseCommit` for a job that continues none). */
+  originalBase: string
   jobId: string
   signal: AbortSignal
   /** The git-crypt key, when the repository is unlocked: the service's git directory gets its own copy. */
@@ -25,6 +28,8 @@ export interface CollectInput {
   config: readonly string[]
   /** Set for `push: true`: pushes `head` (everything committed) from the service's git directory. */
   push?: ((gitDir: string, head: string) => Promise<NonNullable<WorkspaceChanges['push']>>) | undefined
+  /** Keep the final tree for a continuation: a git bundle of at most `maxBytes`. */
+  keep?: { maxBytes: number } | undefined
 }
 
 /**
@@ -39,7 +44,7 @@ export interface CollectInput {
  * as plain files (never through a symlink). So a filter, hook, fsmonitor, textconv, external diff
  * or `core.*` setting planted in the workspace's `.git` is never even read.
  */
-export async function collectChanges (input: CollectInput): Promise<WorkspaceChanges> {
+export async function collectChanges (input: CollectInput): Promise<Collected> {
   const { workTree, gitDir, baseCommit, signal } = input
   const agentGit = join(workTree, '.git')
   const agentObjects = await agentObjectsOf(agentGit)
@@ -53,14 +58,16 @@ export async function collectChanges (input: CollectInput): Promise<WorkspaceCha
   // assume-unchanged bits it set) is never read.
   await run(['read-tree', head])
   await run(['add', '-A'])
-  let tip = head
-  if (input.push !== undefined) {
-    // Commit what the agent left uncommitted, so the pushed branch holds all of its work.
+  // What the agent left uncommitted, committed on top of its HEAD: a pushed branch, and the tree a
+  // continuation starts from, hold all of its work.
+  let final = head
+  if (input.push !== undefined || input.keep !== undefined) {
     const tree = (await run(['write-tree'])).trim()
     if (tree !== (await run(['rev-parse', `${head}^{tree}`])).trim()) {
-      tip = (await run(['commit-tree', tree, '-p', head, '-m', `claude-runner: changes of job ${input.jobId}`])).trim()
+      final = (await run(['commit-tree', tree, '-p', head, '-m', `claude-runner: changes of job ${input.jobId}`])).trim()
     }
   }
+  const tip = input.push === undefined ? head : final
 
   const log = await run(['log', `--max-count=${MAX_COMMITS}`, '--reverse', '--format=%H%x00%s%x00', `${baseCommit}..${tip}`])
   const parts = log.split('\0').map(part => part.replace(/^\n/, ''))
@@ -73,8 +80,9 @@ export async function collectChanges (input: CollectInput): Promise<WorkspaceCha
   await run([...diffArgs, `--output=${diffFile}`, baseCommit])
   const { text: diff, truncated } = await readCapped(diffFile, input.maxDiffBytes)
 
-  return {
+  const changes: WorkspaceChanges = {
     base_commit: baseCommit,
+    original_base_commit: input.originalBase,
     head_commit: tip,
     commits,
     files,
@@ -82,6 +90,41 @@ export async function collectChanges (input: CollectInput): Promise<WorkspaceCha
     diff,
     diff_truncated: truncated,
     push: input.push === undefined ? null : await input.push(gitDir, tip),
+  }
+  const tree: KeptTree = { base_commit: input.originalBase, head_commit: head, final_commit: final, bundle_bytes: 0 }
+  return { changes, kept: input.keep === undefined ? undefined : await bundle(tree, gitDir, run, input.keep.maxBytes) }
+}
+
+/**
+ * The commits a continuation needs beyond what BASE_REPO has: a git bundle of the final tree
+ * against the commit the chain started from (none when the base has them all already).
+ */
+async function bundle (tree: KeptTree, gitDir: string, run: (args: string[]) => Promise<string>, maxBytes: number): Promise<NonNullable<Collected['kept']>> {
+  if ((await run(['rev-list', '--max-count=1', tree.final_commit, `^${tree.base_commit}`])).trim() === '') return { tree, bundle: undefined }
+  // A bundle is made of refs: ours, in the service's git directory.
+  await run(['update-ref', 'refs/heads/final', tree.final_commit])
+  const file = join(gitDir, 'final.bundle')
+  await run(['bundle', 'create', '--quiet', file, 'refs/heads/final', `^${tree.base_commit}`])
+  const data = await readPlainFile(gitDir, ['final.bundle'], maxBytes)
+  if (data === 'too_large' || data === undefined) {
+    return { reason: `its final tree, a git bundle of ${(await stat(file)).size} bytes, is larger than MAX_RESUME_BYTES (${maxBytes})` }
+  }
+  return { tree: { ...tree, bundle_bytes: data.length }, bundle: data }
+}
+
+/**
+ * Puts what a continuation starts from (the bundle its previous run kept) into a git directory of
+ * the service's own, to be the workspace's read-only second alternate: the agent reads those
+ * objects but can neither change nor delete them, and collecting finds them there whatever it did.
+ */
+export async function unbundle (gitDir: string, baseObjects: string, data: Buffer, signal: AbortSignal): Promise<void> {
+  await makeGitDir(gitDir, [baseObjects], undefined)
+  const file = join(gitDir, 'continued.bundle')
+  await writeFile(file, data, { mode: 0o600 })
+  try {
+    await git(gitDir, ['bundle', 'unbundle', file], { env: { GIT_DIR: gitDir }, signal })
+  } finally {
+    await rm(file, { force: true })
   }
 }
 
@@ -118,27 +161,10 @@ async function readHead (agentGit: string): Promise<string | undefined> {
   return commit !== undefined && COMMIT_ID.test(commit) ? commit : undefined
 }
 
-/** A regular file under `root`, reached through real folders only (no symlink anywhere), at most `maxBytes`. */
+/** A small text file of the agent's `.git`, read as a plain file (see readPlainFile). */
 async function readPlain (root: string, parts: string[], maxBytes: number): Promise<string | undefined> {
-  let dir = root
-  for (const part of parts.slice(0, -1)) {
-    dir = join(dir, part)
-    const info = await lstat(dir).catch(() => undefined)
-    if (info === undefined || !info.isDirectory()) return undefined
-  }
-  let handle
-  try {
-    handle = await open(join(dir, parts.at(-1)!), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch {
-    return undefined
-  }
-  try {
-    const info = await handle.stat()
-    if (!info.isFile() || info.size > maxBytes) return undefined
-    return await handle.readFile('utf8')
-  } finally {
-    await handle.close()
-  }
+  const data = await readPlainFile(root, parts, maxBytes)
+  return Buffer.isBuffer(data) ? data.toString('utf8') : undefined
 }
 
 /** A bare git directory of the service's own: no hooks, our configuration, the agent's and the base's objects as alternates. */

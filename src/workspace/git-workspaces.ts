@@ -5,11 +5,11 @@ import { isAbsolute, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { INSIDE, type Mount } from '../agent/sandbox.ts'
 import { redactCredentials } from '../redact.ts'
-import { collectChanges } from './changes.ts'
+import { collectChanges, unbundle } from './changes.ts'
 import { git } from './git.ts'
 import { isCommitId } from './refs.ts'
 import { RwLock } from './rw-lock.ts'
-import { WorkspaceError, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceInfo, type WorkspaceProvider } from './workspace.ts'
+import { WorkspaceError, type Collected, type CollectOptions, type PrepareOptions, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceInfo, type WorkspaceProvider } from './workspace.ts'
 
 export interface GitWorkspacesOptions {
   folders: WorkspaceFolders
@@ -120,33 +120,39 @@ export class GitWorkspaces implements WorkspaceProvider {
     this.#described = undefined
   }
 
-  async prepare (id: string, { ref, signal }: PrepareOptions): Promise<Workspace> {
+  async prepare (id: string, { ref, signal, restore }: PrepareOptions): Promise<Workspace> {
     await this.#ensureReady()
-    // The default is BASE_REF as of the last fetch (BASE_REFRESH_SECONDS keeps it fresh).
-    const name = ref ?? this.#status.defaultRef!
+    // The default is BASE_REF as of the last fetch (BASE_REFRESH_SECONDS keeps it fresh). A
+    // continuation starts from the commit its chain started from, then from where it left off.
+    const name = restore?.tree.base_commit ?? ref ?? this.#status.defaultRef!
+    const checkout = restore === undefined
     const path = this.#options.folders.pathFor(id)
+    const gitDir = this.#options.folders.collectPathFor(id)
     try {
-      let target = await this.#cloneAt(name, path, signal)
+      let target = await this.#cloneAt(name, path, signal, checkout)
       if (target === undefined) {
         await this.refresh().catch(error => { this.#options.logger.warn({ err: error }, 'on-demand fetch failed') })
-        target = await this.#cloneAt(name, path, signal)
+        target = await this.#cloneAt(name, path, signal, checkout)
       }
       if (target === undefined && isCommitId(name)) {
         // A commit no branch points at (yet): ask the remote for it by id.
         await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', 'origin', name])).catch(() => {})
         this.#resolved.clear()
-        target = await this.#cloneAt(name, path, signal)
+        target = await this.#cloneAt(name, path, signal, checkout)
       }
       if (target === undefined) {
+        if (restore !== undefined) throw new WorkspaceError('workspace_error', `the job this one continues started from commit ${name}, which BASE_REPO no longer has (checked after fetching)`)
         throw new WorkspaceError('ref_not_found', `ref ${JSON.stringify(name)} is not a branch, tag or commit of BASE_REPO (checked after fetching)`)
       }
+      const continued = restore?.bundle !== undefined
+      if (restore !== undefined) await this.#restore(path, gitDir, restore, signal)
       if (this.#options.sandboxed) {
-        // Inside the sandbox the base's objects are at a fixed path; the clone's alternate says so.
-        await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n`)
+        // Inside the sandbox the objects it borrows are at fixed paths; the clone's alternates say so.
+        await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n${continued ? `${INSIDE.continuedObjects}\n` : ''}`)
       }
-      return this.#workspace(id, path, target.commit)
+      return this.#workspace(id, path, restore?.tree.final_commit ?? target.commit, target.commit, continued)
     } catch (error) {
-      await this.#options.folders.discard(path)
+      await Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)])
       if (signal.aborted || error instanceof WorkspaceError) throw error
       throw new WorkspaceError('workspace_error', `could not create the workspace: ${(error as Error).message}`, { cause: error })
     }
@@ -158,7 +164,7 @@ export class GitWorkspaces implements WorkspaceProvider {
    * id needs a second one. The git-crypt key arrives through the clone's template, before any
    * file is checked out. Returns undefined when the base has no such ref.
    */
-  async #cloneAt (name: string, path: string, signal: AbortSignal): Promise<Target | undefined> {
+  async #cloneAt (name: string, path: string, signal: AbortSignal, checkout: boolean): Promise<Target | undefined> {
     return this.#lock.read(async () => {
       const target = await this.#resolve(name)
       if (target === undefined) return undefined
@@ -169,7 +175,7 @@ export class GitWorkspaces implements WorkspaceProvider {
         '-c', `checkout.workers=${this.#checkoutWorkers}`,
         '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`,
         'clone', '--shared', '--quiet', `--template=${this.#template}`,
-        ...(target.kind === 'commit' ? ['--no-checkout'] : [`--branch=${name}`]),
+        ...(target.kind === 'commit' || !checkout ? ['--no-checkout'] : [`--branch=${name}`]),
         '-c', `remote.origin.pushurl=${PUSH_DISABLED}`,
         ...AGENT_IDENTITY.flatMap(entry => ['-c', entry]),
         ...(this.#status.hasKey ? GIT_CRYPT_CONFIG : ['filter.git-crypt.required=true']).flatMap(entry => ['-c', entry]),
@@ -177,21 +183,41 @@ export class GitWorkspaces implements WorkspaceProvider {
       ], { signal, trustedConfig: true })
       return target
     }).then(async target => {
-      if (target?.kind === 'commit') {
-        await git(path, ['-c', `checkout.workers=${this.#checkoutWorkers}`, '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`, 'checkout', '--quiet', '--detach', target.commit], { signal, trustedConfig: this.#status.hasKey })
-      }
+      if (target?.kind === 'commit' && checkout) await this.#checkout(path, target.commit, signal)
       return target
     })
   }
 
-  #workspace (id: string, path: string, commit: string): Workspace {
+  async #checkout (path: string, commit: string, signal: AbortSignal): Promise<void> {
+    await git(path, ['-c', `checkout.workers=${this.#checkoutWorkers}`, '-c', `checkout.thresholdForParallelism=${PARALLEL_CHECKOUT_FILES}`, 'checkout', '--quiet', '--detach', commit], { signal, trustedConfig: this.#status.hasKey })
+  }
+
+  /**
+   * Makes a fresh clone look as the continued run left its workspace: HEAD at its HEAD (detached,
+   * like every workspace), and what it left uncommitted uncommitted again. The objects the base
+   * lacks come from the run's bundle, unpacked into the service's git directory for this run and
+   * borrowed from there (read-only inside the sandbox). The agent has not run yet: the clone's
+   * configuration is still the service's own.
+   */
+  async #restore (path: string, gitDir: string, { tree, bundle }: NonNullable<PrepareOptions['restore']>, signal: AbortSignal): Promise<void> {
+    const baseObjects = join(this.#base, 'objects')
+    if (bundle !== undefined) {
+      await unbundle(gitDir, baseObjects, bundle, signal)
+      await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${baseObjects}\n${join(gitDir, 'objects')}\n`)
+    }
+    await this.#checkout(path, tree.final_commit, signal)
+    if (tree.head_commit !== tree.final_commit) await git(path, ['reset', '--quiet', tree.head_commit], { signal, trustedConfig: this.#status.hasKey })
+  }
+
+  #workspace (id: string, path: string, commit: string, originalBase: string, continued: boolean): Workspace {
     let disposed: Promise<void> | undefined
     const gitDir = this.#options.folders.collectPathFor(id)
     const mounts: Mount[] = this.#options.sandboxed ? [{ source: join(this.#base, 'objects'), target: INSIDE.baseObjects }] : []
+    if (this.#options.sandboxed && continued) mounts.push({ source: join(gitDir, 'objects'), target: INSIDE.continuedObjects })
     return {
       path,
       mounts,
-      collect: options => this.#collect(path, gitDir, commit, options),
+      collect: options => this.#collect(path, gitDir, commit, originalBase, options),
       dispose: () => (disposed ??= Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)]).then(() => {})),
     }
   }
@@ -348,13 +374,15 @@ export class GitWorkspaces implements WorkspaceProvider {
     return uses
   }
 
-  async #collect (path: string, gitDir: string, baseCommit: string, { push, jobId, signal }: CollectOptions): Promise<WorkspaceChanges> {
+  async #collect (path: string, gitDir: string, baseCommit: string, originalBase: string, { push, jobId, signal, keep }: CollectOptions): Promise<Collected> {
     const { hasKey } = this.#status
     return collectChanges({
       workTree: path,
       gitDir,
       baseObjects: join(this.#base, 'objects'),
       baseCommit,
+      originalBase,
+      keep,
       jobId,
       signal,
       gitCryptKey: hasKey ? join(this.#template, 'git-crypt', 'keys', 'default') : undefined,

@@ -5,7 +5,10 @@ import type { Mount } from '../agent/sandbox.ts'
 
 /** What a run changed in its git workspace (see git-workspaces.ts). */
 export interface WorkspaceChanges {
+  /** Where the workspace started: a commit of BASE_REPO, or the final tree of the job it continues. */
   base_commit: string
+  /** The commit of BASE_REPO a chain of continuations started from (`base_commit` for a job that continues none). */
+  original_base_commit: string
   head_commit: string
   commits: Array<{ sha: string, subject: string }>
   files: Array<{ path: string, status: string, old_path?: string }>
@@ -15,13 +18,31 @@ export interface WorkspaceChanges {
   push: { branch: string, commit: string, remote: string } | { error: string } | null
 }
 
+/** A run's final tree as a continuation restores it (see GitWorkspaces): plain JSON, kept in the run's record. */
+export interface KeptTree {
+  /** The commit of BASE_REPO the chain of continuations started from: what the bundle builds on. */
+  base_commit: string
+  /** The agent's HEAD when it ended: the continuation's HEAD. */
+  head_commit: string
+  /** The whole tree it left: `head_commit`, or a commit on top of it of what it left uncommitted. */
+  final_commit: string
+  /** Size of the git bundle of the commits BASE_REPO lacks (artifact `tree`); 0: there are none. */
+  bundle_bytes: number
+}
+
+export interface Collected {
+  /** What the run changed, or null where there is nothing to compare (a plain folder). */
+  changes: WorkspaceChanges | null
+  /** With `keep`: the final tree, with its bundle, or why it could not be kept; undefined: nothing to keep (a plain folder). */
+  kept?: { tree: KeptTree, bundle: Buffer | undefined } | { reason: string } | undefined
+}
+
 export interface Workspace {
   /** The agent's working directory. */
   readonly path: string
   /** Host paths the agent must be able to read, read-only (e.g. the base's objects). */
   readonly mounts?: readonly Mount[]
-  /** What the run changed, or null where there is nothing to compare (a plain folder). */
-  collect (options: CollectOptions): Promise<WorkspaceChanges | null>
+  collect (options: CollectOptions): Promise<Collected>
   /** Removes the workspace. Safe to call more than once; never throws. */
   dispose (): Promise<void>
 }
@@ -31,11 +52,15 @@ export interface CollectOptions {
   push: boolean
   jobId: string
   signal: AbortSignal
+  /** Keep the final tree for a continuation, as a git bundle of at most `maxBytes`. */
+  keep?: { maxBytes: number } | undefined
 }
 
 export interface PrepareOptions {
   ref?: string | undefined
   signal: AbortSignal
+  /** Start where an earlier run left off (a continuation), instead of at `ref`. */
+  restore?: { tree: KeptTree, bundle: Buffer | undefined } | undefined
 }
 
 /** What GET /health says about workspaces; the `git` fields only with BASE_REPO. */
@@ -225,7 +250,10 @@ export class DirectoryWorkspaces implements WorkspaceProvider {
     this.#folders = folders
   }
 
-  async prepare (id: string): Promise<Workspace> {
+  async prepare (id: string, options?: PrepareOptions): Promise<Workspace> {
+    if (options?.restore !== undefined) {
+      throw new WorkspaceError('workspace_error', 'this job continues one that worked on a git repository, but the service has no BASE_REPO now')
+    }
     const path = this.#folders.pathFor(id)
     try {
       await mkdir(path, { mode: 0o700 })
@@ -235,7 +263,7 @@ export class DirectoryWorkspaces implements WorkspaceProvider {
     let disposed: Promise<void> | undefined
     return {
       path,
-      collect: async () => null,
+      collect: async () => ({ changes: null }),
       dispose: () => (disposed ??= this.#folders.discard(path)),
     }
   }
