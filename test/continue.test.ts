@@ -45,7 +45,7 @@ describeEngines('continue_from', engine => {
 
     const second = await run(app, {
       continue_from: first.job_id,
-      prompt: 'second step [[fake sh git rev-parse HEAD]] [[fake sh git status --porcelain]] [[fake sh cat a.txt wip.txt]] [[fake write b.txt second\\n]] [[fake recall]]',
+      prompt: 'second step [[fake sh git rev-parse HEAD]] [[fake sh git status --porcelain 2>&1]] [[fake sh cat a.txt wip.txt]] [[fake write b.txt second\\n]] [[fake recall]]',
     })
     expect(second).toMatchObject({ status: 'completed', continued_from: first.job_id, request: { continue_from: first.job_id }, resumable: true })
     // The same session, carried on: it knows the first prompt.
@@ -54,7 +54,7 @@ describeEngines('continue_from', engine => {
     // HEAD is where the agent left it; what it left uncommitted is uncommitted again.
     expect(second.result!.text).toContain([
       shell('git rev-parse HEAD', `${agentHead}\n`),
-      shell('git status --porcelain', ' M README.md\n D src/app.txt\n?? wip.txt\n'),
+      shell('git status --porcelain 2>&1', ' M README.md\n D src/app.txt\n?? wip.txt\n'),
       shell('cat a.txt wip.txt', 'committed\nuncommitted\n'),
     ].join('\n'))
     // Its changes are its own: measured against the first job's final tree, the original base alongside.

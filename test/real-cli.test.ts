@@ -1,14 +1,17 @@
 // The real Claude Code CLI (npm @anthropic-ai/claude-code, pinned), run by the service in its
 // sandbox against a local stand-in for the Anthropic Messages API: no network, no fake of our own making.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
 import { describe, expect, it } from 'vitest'
+import { runAgent } from '../src/agent/agent-run.ts'
+import { Bubblewrap, type RunPaths } from '../src/agent/sandbox.ts'
 import { buildApp } from '../src/app.ts'
 import { ConfigError, defaultConfig, type Config } from '../src/config.ts'
 import { AnthropicStub, hasToolResult, lastUserText, structuredReply, systemText, toolNamed, toolResults, type MessagesCall, type Script } from './helpers/anthropic-stub.ts'
-import { AUTH, eventTypes, finished, listen, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, eventTypes, FAKE_CLAUDE, finished, listen, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { descendants, expectAllGone } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
@@ -262,6 +265,68 @@ describe('the real Claude Code CLI', () => {
     expect(parsed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
     const streamed = await client.chat.completions.stream(request).finalChatCompletion()
     expect(streamed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
+  })
+
+  it('continues a finished job: the second run\'s request carries the first conversation, and its workspace holds the file the first wrote', async () => {
+    const repo = makeRepo(await tempDir())
+    const { app, stub } = await realApp((call, index) => {
+      switch (index) {
+        case 0: return { toolUse: { name: 'Write', input: { file_path: '/workspace/hello.txt', content: 'hello from the model\n' } } }
+        case 1: return { text: 'I wrote hello.txt.' }
+        case 2: return { toolUse: { name: 'Bash', input: { command: 'cat hello.txt && git status --porcelain', description: 'Show the file' } } }
+        default: return { text: 'It says hello.' }
+      }
+    }, { baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    await app.ctx.workspaces.ready
+    const first = await run(app, { prompt: 'Create hello.txt saying hello.', model: 'haiku' })
+    expect(first).toMatchObject({ status: 'completed', resumable: true, changes: { files: [{ path: 'hello.txt', status: 'added' }] } })
+    const second = await run(app, { prompt: 'What does hello.txt say?', continue_from: first.job_id, model: 'haiku' })
+    expect(second).toMatchObject({ status: 'completed', continued_from: first.job_id, result: { text: 'It says hello.' }, agent: { session_id: first.agent!.session_id } })
+    expect(stub.calls).toHaveLength(4)
+    // The first request of the second run: the whole first conversation, then the new prompt.
+    const { messages } = stub.calls[2]!.body
+    const said = JSON.stringify(messages)
+    expect(said).toContain('Create hello.txt saying hello.')
+    expect(said).toContain('I wrote hello.txt.')
+    expect(messages.flatMap(message => Array.isArray(message.content) ? message.content : []).find(block => block.type === 'tool_use')).toMatchObject({ name: 'Write', input: { file_path: '/workspace/hello.txt' } })
+    expect(lastUserText(stub.calls[2]!)).toContain('What does hello.txt say?')
+    // It ran in the sandbox's /workspace again, so the model is not told the directory moved.
+    expect(said).not.toMatch(/Primary working directory: \S+ \(was /)
+    // The file the first job wrote (never committed) is there, still uncommitted.
+    expect(toolResults(stub.calls[3]!).at(-1)).toContain('hello from the model\n?? hello.txt')
+    expect(second.changes).toMatchObject({ files: [], original_base_commit: repo.commits.main })
+  })
+
+  it('fails to resume a session it has no transcript of, as the fake CLI does', async () => {
+    const dir = await tempDir()
+    const stub = await AnthropicStub.start(() => ({ text: 'unused' }))
+    const env = { PATH: process.env.PATH!, ANTHROPIC_BASE_URL: stub.url, ANTHROPIC_API_KEY: 'dummy-key', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+    const sessionId = randomUUID()
+    const outcomes = []
+    for (const bin of [CLAUDE, FAKE_CLAUDE]) {
+      const paths = Object.fromEntries(['workspace', 'config', 'home', 'tmp', 'inputs'].map(name => [name, join(dir, `${basename(bin)}-${name}`)])) as unknown as RunPaths
+      for (const path of Object.values(paths)) mkdirSync(path)
+      outcomes.push(await runAgent({ prompt: 'go on', resume: sessionId }, {
+        bin,
+        sandbox: await Bubblewrap.create({ cli: bin, env, stateDir: join(dir, `${basename(bin)}-state`), readOnly: [] }),
+        paths,
+        env,
+        killGraceMs: 1000,
+        maxOutputBytes: 1 << 20,
+        signal: new AbortController().signal,
+      }))
+    }
+    for (const outcome of outcomes) {
+      expect(outcome).toMatchObject({
+        status: 'failed',
+        error: { code: 'agent_error', message: `No conversation found with session ID: ${sessionId}` },
+        exit: { code: 1, signal: null },
+        init: null,
+        result: { subtype: 'error_during_execution', is_error: true, session_id: sessionId },
+      })
+      expect(outcome.output.stderrTail).toBe(`No conversation found with session ID: ${sessionId}\n`)
+    }
+    expect(stub.calls).toHaveLength(0)
   })
 
   it('runs 10 jobs at once without corrupting each other\'s CLI state', async () => {

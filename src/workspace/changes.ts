@@ -126,6 +126,9 @@ export async function unbundle (gitDir: string, baseObjects: string, data: Buffe
   } finally {
     await rm(file, { force: true })
   }
+  // Inside the sandbox the base is elsewhere, and git would complain of the host path on every
+  // command: the workspace lists both object folders itself. Collecting writes this file anew.
+  await rm(join(gitDir, 'objects', 'info', 'alternates'), { force: true })
 }
 
 /**
