@@ -2,12 +2,13 @@
 // where that job left off. Over HTTP, with the fake CLI (which keeps transcripts and resumes them as
 // the real one does), real git, in the sandbox, on both engines.
 import { execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { expect, inject, it } from 'vitest'
+import { describe, expect, inject, it } from 'vitest'
 import type { Config } from '../src/config.ts'
 import { appMaker, AUTH, describeEngines, engineConfig, finished, getJob, makeApp, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe } from './helpers/probe.ts'
-import { makeRepo, type FixtureRepo } from './helpers/repos.ts'
+import { makeRepo, sh, type FixtureRepo } from './helpers/repos.ts'
 
 /** What `[[fake sh COMMAND]]` answers. */
 const shell = (command: string, output: string, exit = 0): string => `$ ${command}\n${output}[exit ${exit}]`
@@ -169,3 +170,28 @@ describeEngines('continue_from', engine => {
     expect((await getJob(b.app, first.job_id)).job_id).toBe(first.job_id)
   })
 })
+
+describe('continue_from on a repository under git-crypt', () => {
+  it('gives the continuation plaintext, while what is kept holds only ciphertext', async () => {
+    const repo = makeRepo(await tempDir(), { gitCrypt: true })
+    const { app } = await makeApp({ baseRepo: repo.origin, baseRefreshSeconds: 0, gitCryptKey: repo.key })
+    await app.ctx.workspaces.ready
+    const first = await run(app, { prompt: '[[fake write secret/new.txt NEWSECRET\\n]] [[fake commit add a secret]] [[fake append secret/token.txt ROTATED\\n]]' })
+    expect(first).toMatchObject({ status: 'completed', resumable: true })
+    const second = await run(app, { continue_from: first.job_id, prompt: '[[fake sh cat secret/new.txt secret/token.txt]] [[fake sh git status --porcelain 2>&1]]' })
+    expect(second.result!.text).toBe([shell('cat secret/new.txt secret/token.txt', 'NEWSECRET\nTOPSECRET\nROTATED\n'), shell('git status --porcelain 2>&1', ' M secret/token.txt\n')].join('\n'))
+    // The bundle kept in the engine, opened without the key: every secret in it is encrypted.
+    const bundle = await app.ctx.engine.store.artifact(first.job_id, 'tree')
+    const dir = await tempDir()
+    writeFileSync(join(dir, 'kept.bundle'), bundle!)
+    const clone = join(dir, 'clone')
+    sh(dir, ['clone', '-q', '--no-checkout', repo.origin, clone])
+    sh(clone, ['fetch', '-q', join(dir, 'kept.bundle'), 'refs/heads/final:refs/heads/final'])
+    for (const file of ['secret/new.txt', 'secret/token.txt']) {
+      const blob = sh(clone, ['cat-file', 'blob', `refs/heads/final:${file}`])
+      expect(blob.startsWith('\0GITCRYPT\0'), file).toBe(true)
+    }
+    expect(sh(clone, ['log', '--format=%s', 'refs/heads/final']).split('\n').slice(0, 2)).toEqual([`claude-runner: changes of job ${first.job_id}`, 'add a secret'])
+  })
+})
+
