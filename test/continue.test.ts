@@ -171,6 +171,20 @@ describeEngines('continue_from', engine => {
   })
 })
 
+describe('continue_from in a git workspace', () => {
+  it('continues a job whose agent went back to an older commit: the base has everything, nothing is bundled', async () => {
+    const repo = makeRepo(await tempDir())
+    const { app } = await makeApp({ baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    await app.ctx.workspaces.ready
+    const first = await run(app, { prompt: '[[fake git checkout -q HEAD~1]]' })
+    expect(first).toMatchObject({ status: 'completed', resumable: true, changes: { head_commit: repo.commits.initial } })
+    expect(await app.ctx.engine.store.artifact(first.job_id, 'tree')).toBeUndefined()
+    const second = await run(app, { continue_from: first.job_id, prompt: '[[fake sh git rev-parse HEAD]] [[fake sh git status --porcelain 2>&1]]' })
+    expect(second.result!.text).toBe([shell('git rev-parse HEAD', `${repo.commits.initial}\n`), shell('git status --porcelain 2>&1', '')].join('\n'))
+    expect(second.changes).toMatchObject({ base_commit: repo.commits.initial, original_base_commit: repo.commits.main, files: [] })
+  })
+})
+
 describe('continue_from on a repository under git-crypt', () => {
   it('gives the continuation plaintext, while what is kept holds only ciphertext', async () => {
     const repo = makeRepo(await tempDir(), { gitCrypt: true })
@@ -194,4 +208,3 @@ describe('continue_from on a repository under git-crypt', () => {
     expect(sh(clone, ['log', '--format=%s', 'refs/heads/final']).split('\n').slice(0, 2)).toEqual([`claude-runner: changes of job ${first.job_id}`, 'add a secret'])
   })
 })
-

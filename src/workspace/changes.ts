@@ -62,9 +62,9 @@ export async function collectChanges (input: CollectInput): Promise<Collected> {
   // continuation starts from, hold all of its work.
   let final = head
   if (input.push !== undefined || input.keep !== undefined) {
-    const tree = (await run(['write-tree'])).trim()
-    if (tree !== (await run(['rev-parse', `${head}^{tree}`])).trim()) {
-      final = (await run(['commit-tree', tree, '-p', head, '-m', `claude-runner: changes of job ${input.jobId}`])).trim()
+    const [tree, headTree] = await Promise.all([run(['write-tree']), run(['rev-parse', `${head}^{tree}`])])
+    if (tree.trim() !== headTree.trim()) {
+      final = (await run(['commit-tree', tree.trim(), '-p', head, '-m', `claude-runner: changes of job ${input.jobId}`])).trim()
     }
   }
   const tip = input.push === undefined ? head : final
@@ -100,11 +100,18 @@ export async function collectChanges (input: CollectInput): Promise<Collected> {
  * against the commit the chain started from (none when the base has them all already).
  */
 async function bundle (tree: KeptTree, gitDir: string, run: (args: string[]) => Promise<string>, maxBytes: number): Promise<NonNullable<Collected['kept']>> {
-  if ((await run(['rev-list', '--max-count=1', tree.final_commit, `^${tree.base_commit}`])).trim() === '') return { tree, bundle: undefined }
-  // A bundle is made of refs: ours, in the service's git directory.
-  await run(['update-ref', 'refs/heads/final', tree.final_commit])
+  if (tree.final_commit === tree.base_commit) return { tree, bundle: undefined }
+  // A bundle is made of refs: one of ours, in the service's git directory (written as git would).
+  await mkdir(join(gitDir, 'refs', 'heads'), { recursive: true })
+  await writeFile(join(gitDir, 'refs', 'heads', 'final'), `${tree.final_commit}\n`)
   const file = join(gitDir, 'final.bundle')
-  await run(['bundle', 'create', '--quiet', file, 'refs/heads/final', `^${tree.base_commit}`])
+  try {
+    await run(['bundle', 'create', '--quiet', file, 'refs/heads/final', `^${tree.base_commit}`])
+  } catch (error) {
+    // Refused as empty: the agent went back to an ancestor of the base, which has every object.
+    if ((await run(['rev-list', '--max-count=1', tree.final_commit, `^${tree.base_commit}`])).trim() === '') return { tree, bundle: undefined }
+    throw error
+  }
   const data = await readPlainFile(gitDir, ['final.bundle'], maxBytes)
   if (data === 'too_large' || data === undefined) {
     return { reason: `its final tree, a git bundle of ${(await stat(file)).size} bytes, is larger than MAX_RESUME_BYTES (${maxBytes})` }
