@@ -10,6 +10,9 @@ import { appMaker, AUTH, describeEngines, engineConfig, finished, getJob, makeAp
 import { AgentProbe } from './helpers/probe.ts'
 import { makeRepo, sh, type FixtureRepo } from './helpers/repos.ts'
 
+const TEAM_A = 'team-a-token-0123456789abcdef'
+const TEAM_B = 'team-b-token-0123456789abcdef'
+
 /** What `[[fake sh COMMAND]]` answers. */
 const shell = (command: string, output: string, exit = 0): string => `$ ${command}\n${output}[exit ${exit}]`
 
@@ -98,8 +101,15 @@ describeEngines('continue_from', engine => {
     expect(unknown).toEqual({ status: 404, error: { code: 'job_not_found', field: 'continue_from', message: expect.stringContaining('no-such-job') } })
 
     const done = await run(app, { prompt: 'done' })
-    const other = { tenant: 'team-b', limits: {}, admin: false }
-    await expect(app.ctx.jobs.submit({ prompt: 'go on', continue_from: done.job_id }, other)).rejects.toMatchObject({ code: 'job_not_found', statusCode: 404 })
+    // Another tenant's job does not exist for this one.
+    const tenants = join(await tempDir(), 'tenants.json')
+    writeFileSync(tenants, JSON.stringify({ tenants: [{ name: 'team-a', tokens: [TEAM_A] }, { name: 'team-b', tokens: [TEAM_B] }] }))
+    const { app: shared } = await makeEngineApp({ tenantsFile: tenants })
+    const ours = await shared.inject({ method: 'POST', url: '/execute', headers: { authorization: `Bearer ${TEAM_A}` }, payload: { prompt: 'ours' } })
+    await finished(shared, ours.json().job_id)
+    const theirs = await shared.inject({ method: 'POST', url: '/execute', headers: { authorization: `Bearer ${TEAM_B}` }, payload: { prompt: 'go on', continue_from: ours.json().job_id } })
+    expect(theirs.statusCode).toBe(404)
+    expect(theirs.json().error).toMatchObject({ code: 'job_not_found', field: 'continue_from' })
 
     const probe = await AgentProbe.start()
     const running = await submit(app, { prompt: probe.directive })
