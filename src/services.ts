@@ -20,6 +20,7 @@ import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { toJobView } from './schemas/job.ts'
 import { Tenants } from './tenants/tenants.ts'
+import { DiskWatch } from './workspace/disk.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { InstanceLock } from './workspace/instance-lock.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
@@ -42,6 +43,8 @@ export interface Services {
   chat: ChatService
   webhooks: WebhookSender
   workspaces: WorkspaceProvider
+  /** Free space under WORKSPACE_ROOT, for /health. */
+  disk: DiskWatch
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
   sandbox: Sandbox
@@ -129,6 +132,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       logger,
       now,
     })
+  const disk = new DiskWatch(config.workspaceRoot, config.workspaceMinFreeBytes).start()
   const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
     sandbox,
@@ -138,6 +142,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     maxOutputBytes: config.maxOutputBytes,
     workspaces: provider,
     configs: { folders, template: config.claudeConfigTemplate },
+    disk,
     onError: (error, context) => logger.error({ err: error }, context),
   })
   const executor = executorFor(workspaces)
@@ -207,6 +212,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     chat,
     webhooks,
     workspaces,
+    disk,
     controls,
     sandbox,
     metrics,
@@ -226,6 +232,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       await controls.close()
       await folders.close()
       metrics.close()
+      disk.close()
       await lock.release()
     },
   }
