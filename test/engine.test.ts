@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { pino } from 'pino'
 import { expect, inject, it, onTestFinished, vi } from 'vitest'
 import { createMemoryEngine, type EngineOptions } from '../src/engine/memory-engine.ts'
 import { createRedisEngine } from '../src/engine/redis-engine.ts'
@@ -7,6 +6,7 @@ import type { Engine, RunHandle, RunRecord, TenantLimits } from '../src/engine/t
 import { AppError, RunCancelledError, RunTimeoutError } from '../src/errors.ts'
 import { createRecord, isTerminal } from '../src/jobs/job.ts'
 import { describeEngines, type EngineKind } from './helpers/app.ts'
+import { engineOptions, redisEngineOptions } from './helpers/engine.ts'
 
 /**
  * The engine contract, the same for both engines: the work queue, the store and the events,
@@ -75,21 +75,10 @@ async function setup (kind: EngineKind, overrides: Partial<EngineOptions> & { di
 }
 
 async function makeEngine (kind: EngineKind, overrides: Partial<EngineOptions> & { dispatchTickMs?: number } = {}): Promise<Engine> {
-  const options: EngineOptions = {
-    instance: `test-${randomBytes(3).toString('hex')}`,
-    concurrency: 2,
-    maxQueueDepth: 100,
-    ttlMs: 3_600_000,
-    maxFinished: 1000,
-    maxRetainedBytes: 256 * 1024 * 1024,
-    maxEventBytes: 8 * 1024 * 1024,
-    now: Date.now,
-    onFinished: () => {},
-    ...overrides,
-  }
+  const { dispatchTickMs, ...options } = { concurrency: 2, ...overrides }
   return kind === 'memory'
-    ? createMemoryEngine(options)
-    : await createRedisEngine({ ...options, url: inject('redisUrl'), prefix: `t-${randomBytes(6).toString('hex')}`, replicaTimeoutMs: 30_000, logger: pino({ level: 'silent' }) })
+    ? createMemoryEngine(engineOptions(options))
+    : await createRedisEngine(redisEngineOptions(inject('redisUrl'), `t-${randomBytes(6).toString('hex')}`, { ...options, ...(dispatchTickMs === undefined ? {} : { dispatchTickMs }) }))
 }
 
 function job (options: { tenant?: string, prompt?: string, timeoutMs?: number, idempotency?: { key: string, fingerprint: string }, now?: number, kind?: 'job' | 'chat' } = {}): RunRecord {

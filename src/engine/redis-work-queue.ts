@@ -6,6 +6,7 @@ import { serialiseEvent } from '../jobs/event-log.ts'
 import { finishRun, LINE_OVERHEAD, retainedBytes, startRun, usageDelta, type TerminalUpdate } from '../jobs/job.ts'
 import { SpawnClaimLostError } from '../jobs/run-worker.ts'
 import { budgetExceeded, idempotencyConflict, queueFull, retryAfterSeconds, shuttingDown, tenantQueueFull } from './admission.ts'
+import type { EngineOptions } from './memory-engine.ts'
 import { cancelledMessage } from './memory-work-queue.ts'
 import { utcDate, USAGE_KEEP_DAYS } from './memory-usage.ts'
 import { unavailable } from './redis-connection.ts'
@@ -13,15 +14,8 @@ import type { RedisJobStore } from './redis-job-store.ts'
 import type { Reply, Scripts } from './redis-scripts.ts'
 import { CHAT_TTL_MS, type AdmitOptions, type AdmitResult, type ClusterCounts, type QueueCounts, type RunHandle, type RunProcessor, type RunRecord, type WorkQueue } from './types.ts'
 
-export interface RedisWorkQueueOptions {
-  instance: string
-  concurrency: number
-  maxQueueDepth: number
-  ttlMs: number
-  maxFinished: number
-  maxRetainedBytes: number
+export interface RedisWorkQueueOptions extends Pick<EngineOptions, 'instance' | 'concurrency' | 'maxQueueDepth' | 'ttlMs' | 'maxFinished' | 'maxRetainedBytes' | 'maxEventBytes' | 'now' | 'onFinished' | 'onSettled'> {
   maxEvents: number
-  maxEventBytes: number
   /** A replica silent this long is dead: its spawned runs end `worker_lost`. */
   replicaTimeoutMs: number
   prefix: string
@@ -32,10 +26,7 @@ export interface RedisWorkQueueOptions {
   commandScripts: Scripts
   writerScripts: Scripts
   store: RedisJobStore
-  now: () => number
   logger: Logger
-  onFinished: (record: RunRecord) => void
-  onSettled?: (run: { kind: RunRecord['kind'], queuedMs: number, runMs: number | undefined }) => void
   /** The cluster's numbers as last refreshed (never fetched on a request). */
   cluster: () => ClusterCounts | null
   /** When this replica last (re)connected to Redis: it judges others dead only after a full timeout connected. */
