@@ -174,12 +174,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     engine,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    storeMs: config.jobTtlSeconds * 1000,
     maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,
     now,
-    onFinished: (outcome, result, tenant) => metrics.chatFinished(outcome, result, tenant),
+    onFinished: (api, outcome, result, tenant) => metrics.chatFinished(api, outcome, result, tenant),
   })
   const jobs = new JobService({
     engine,

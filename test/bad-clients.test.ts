@@ -41,7 +41,7 @@ describe('a streaming chat completion whose client never reads', () => {
     const rssBefore = process.memoryUsage().rss
     const client = await rawClient(base, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     client.socket.pause()
-    await vi.waitFor(async () => expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",outcome="client_gone"} 1')).toBe(true), { timeout: 30_000, interval: 100 })
+    await vi.waitFor(async () => expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="chat.completions",outcome="client_gone"} 1')).toBe(true), { timeout: 30_000, interval: 100 })
     await expectAllGone([probe.started[0]!.pid])
     expect(app.ctx.engine.queue.counts.active).toBe(0)
     await vi.waitFor(async () => expect(await openConnections(app)).toBe(0))
@@ -75,7 +75,7 @@ describe('a streaming chat completion whose client never reads', () => {
     // The runs were stopped at the bound, not left to print the rest.
     await expectAllGone(probe.started.map(start => start.pid))
     expect(probe.started).toHaveLength(2)
-    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",outcome="length"} 2')).toBe(true)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="chat.completions",outcome="length"} 2')).toBe(true)
   })
 
   it('answers one under the bound whole, with finish_reason "stop", streamed or not', async () => {
