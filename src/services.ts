@@ -192,7 +192,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     logger,
   })
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
-  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
+  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, maxAnswerBytes: config.maxOutputBytes, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {

@@ -27,6 +27,11 @@ export interface ChatRecord {
   stored: boolean
   /** What the adapter echoes when it reads the answer back (instructions, metadata...). */
   echo: Record<string, unknown> | null
+  /**
+   * A stored run's answer, as its caller got it (the main agent's text within MAX_OUTPUT_BYTES),
+   * written with the terminal record by the replica that ran it; null until then.
+   */
+  answer?: { text: string, cut: boolean } | null | undefined
 }
 export type RunStatus = 'queued' | 'running' | 'completed' | 'failed' | 'timed_out' | 'cancelled'
 export type TerminalStatus = Exclude<RunStatus, 'queued' | 'running'>

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import type { AgentControls, EffortLevel } from '../agent/agent-controls.ts'
 import type { CliResult } from '../agent/stream-json.ts'
-import { CHAT_TTL_MS, isTerminal, type Engine, type LoggedEvent, type RunRecord } from '../engine/types.ts'
+import { CHAT_TTL_MS, isTerminal, type Engine, type RunRecord } from '../engine/types.ts'
 import { AppError } from '../errors.ts'
 import type { Caller } from '../jobs/job-service.ts'
+import { AnswerBudget } from '../jobs/answer-text.ts'
 import { createRecord } from '../jobs/job.ts'
 
 /** The wire protocols chats come in by; each has an adapter that maps it onto a ChatRequest. */
@@ -237,16 +238,13 @@ export class ChatService {
     const usage = usageOf(record.result)
     if (record.status === 'cancelled' && record.cancel?.reason === 'client_disconnected') return { ...base, state: 'cancelled', usage }
     const structured = record.execute.spec.jsonSchema !== undefined
-    const budget = new AnswerBudget(this.#options.maxAnswerBytes)
-    let content = ''
-    if (!structured) {
-      for (const [index, text] of mainAgentTexts(await engine.events.since(id, 0)).entries()) {
-        content += budget.take(index === 0 ? text : `\n\n${text}`)
-      }
-    }
+    // The answer as the call assembled it, written by the replica that ran it (see run-worker.ts).
+    const answer = record.chat.answer ?? { text: '', cut: false }
+    const content = structured ? '' : answer.text
     try {
-      const outcome = outcomeOf(record, { id, created, model, content }, { structured, cut: record.cancel?.reason === 'answer_limit' })
+      const outcome = outcomeOf(record, { id, created, model, content }, { structured, cut: answer.cut })
       if (outcome.content === content || structured) return { state: 'completed', record, outcome }
+      const budget = new AnswerBudget(this.#options.maxAnswerBytes)
       const bounded = budget.take(outcome.content)
       return { state: 'completed', record, outcome: budget.exhausted ? { ...outcome, content: bounded, finishReason: 'length' } : outcome }
     } catch (error) {
@@ -291,17 +289,6 @@ export class ChatService {
   }
 }
 
-/** The main agent's text blocks, in order (subagents' text is not the answer). */
-function mainAgentTexts (events: readonly LoggedEvent[]): string[] {
-  const texts: string[] = []
-  for (const event of events) {
-    if (event.type !== 'text') continue
-    const data = JSON.parse(event.json) as { text?: string, parent_tool_use_id?: string | null }
-    if (data.parent_tool_use_id == null) texts.push(data.text ?? '')
-  }
-  return texts
-}
-
 /**
  * Relays text deltas of the main agent. An agent that speaks, runs a tool and speaks again
  * produces several text blocks; they are joined with a blank line, as in the non-streamed answer.
@@ -324,36 +311,6 @@ class DeltaRelay {
       this.#sent = true
       this.#onDelta(event.text)
     }
-  }
-}
-
-/** Bytes of UTF-8 an answer may still take; cuts at a character boundary. */
-class AnswerBudget {
-  #left: number
-  #exhausted = false
-
-  constructor (bytes: number) {
-    this.#left = bytes
-  }
-
-  get exhausted (): boolean {
-    return this.#exhausted
-  }
-
-  take (text: string): string {
-    if (this.#exhausted) return ''
-    const bytes = Buffer.byteLength(text)
-    if (bytes <= this.#left) {
-      this.#left -= bytes
-      return text
-    }
-    const encoded = Buffer.from(text)
-    let end = this.#left
-    // Never split a UTF-8 sequence: back up to the start of the character.
-    while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--
-    this.#left = 0
-    this.#exhausted = true
-    return encoded.subarray(0, end).toString('utf8')
   }
 }
 
