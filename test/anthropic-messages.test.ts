@@ -267,13 +267,13 @@ describeEngines('Anthropic Messages', engine => {
     it('generateText and streamText get the text, usage and finish reason', async () => {
       const { url } = await messagesApp()
       const anthropic = createAnthropic({ baseURL: `${url}/v1`, authToken: TOKEN })
-      const generated = await generateText({ model: anthropic('sonnet'), system: 'Be terse.', prompt: 'say hi [[fake usage 100 20 30 40]]', maxRetries: 0 })
+      const generated = await generateText({ model: anthropic('sonnet'), system: 'Be terse.', prompt: 'say hi [[fake usage 100 20 30 40]]', maxOutputTokens: 1024, maxRetries: 0 })
       expect(generated.text).toBe('Hi! (fake model)')
       expect(generated.finishReason).toBe('stop')
       expect(generated.usage).toMatchObject({ inputTokens: 170, outputTokens: 20 })
 
       const errors: unknown[] = []
-      const streamed = streamText({ model: anthropic('sonnet'), prompt: '[[fake text Hello streaming world]] [[fake deltas 3]] [[fake usage 10 7 0 0]]', maxRetries: 0, onError: ({ error }) => { errors.push(error) } })
+      const streamed = streamText({ model: anthropic('sonnet'), prompt: '[[fake text Hello streaming world]] [[fake deltas 3]] [[fake usage 10 7 0 0]]', maxOutputTokens: 1024, maxRetries: 0, onError: ({ error }) => { errors.push(error) } })
       const chunks: string[] = []
       for await (const chunk of streamed.textStream) chunks.push(chunk)
       expect(errors).toEqual([])

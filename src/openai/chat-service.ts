@@ -222,9 +222,9 @@ export class ChatService {
   }
 
   /**
-   * A stored answer of `api` the caller may see, rebuilt from its run's record and events as the
-   * call itself answered it; undefined when there is none (never stored, expired, deleted, or
-   * another tenant's).
+   * A stored answer of `api` the caller may see, rebuilt from its run's record as the call itself
+   * answered it; undefined when there is none (never stored, expired, deleted, or another
+   * tenant's).
    */
   async kept (id: string, api: ChatApi, caller: Caller): Promise<KeptAnswer | undefined> {
     const { engine } = this.#options
