@@ -250,6 +250,18 @@ describeEngines('OpenAI Responses', engine => {
       await expect(client.responses.retrieve(streamed!.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError)
     })
 
+    it('is another tenant\'s to read or delete only if it made it', async () => {
+      const { client, app } = await responsesApp()
+      const response = await client.responses.create({ model: 'haiku', input: 'hi' })
+      const other = { tenant: 'team-b', limits: {}, admin: false }
+      expect(await app.ctx.chat.kept(response.id, 'responses', other)).toBeUndefined()
+      expect(await app.ctx.chat.forget(response.id, 'responses', other)).toBe('unknown')
+      expect(await app.ctx.chat.kept(response.id, 'responses', { ...other, admin: true })).toMatchObject({ state: 'completed' })
+      // Nor is it a job, or another protocol's answer.
+      expect(await app.ctx.chat.kept(response.id, 'messages', { tenant: 'default', limits: {}, admin: false })).toBeUndefined()
+      expect((await client.responses.retrieve(response.id)).id).toBe(response.id)
+    })
+
     it('keeps nothing to read back with store: false', async () => {
       const { client } = await responsesApp()
       const response = await client.responses.create({ model: 'haiku', input: 'hi', store: false })
