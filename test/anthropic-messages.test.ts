@@ -1,9 +1,11 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createAnthropic } from '@ai-sdk/anthropic'
 import Anthropic, { APIError } from '@anthropic-ai/sdk'
 import { generateText, streamText } from 'ai'
 import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import { listen, appMaker, describeEngines, TOKEN } from './helpers/app.ts'
+import { listen, appMaker, describeEngines, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 
 const echoOf = (text: string) => JSON.parse(text) as { argv: string[], stdin: string | null }
@@ -230,6 +232,26 @@ describeEngines('Anthropic Messages', engine => {
       await expect(call).rejects.toBeInstanceOf(Anthropic.APIUserAbortError)
       await expectAllGone([probe.started[0]!.pid, ...others])
       await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
+    })
+
+    it('authenticates with x-api-key, as Anthropic\'s clients do by default; a token without the chat scope is a 403', async () => {
+      const file = join(await tempDir(), 'tenants.json')
+      const JOBS = 'jobs-only-token-0123456789abc'
+      await writeFile(file, JSON.stringify({ tenants: [{ name: 'ci', tokens: [JOBS], scopes: ['jobs'] }] }))
+      const { url } = await messagesApp({ tenantsFile: file })
+      const client = new Anthropic({ baseURL: url, apiKey: TOKEN, maxRetries: 0 })
+      expect(textOf(await client.messages.create({ model: 'haiku', max_tokens: 10, messages: user('hi') }))).toBe('Hi! (fake model)')
+      expect((await client.models.list()).data.length).toBeGreaterThan(0)
+      const anthropic = createAnthropic({ baseURL: `${url}/v1`, apiKey: TOKEN })
+      expect((await generateText({ model: anthropic('sonnet'), prompt: 'hi', maxOutputTokens: 1024, maxRetries: 0 })).text).toBe('Hi! (fake model)')
+
+      const wrong = await new Anthropic({ baseURL: url, apiKey: 'not-a-token-0123456789', maxRetries: 0 }).messages.create({ model: 'haiku', max_tokens: 10, messages: user('hi') }).then(() => undefined, (e: unknown) => e)
+      expect(wrong).toBeInstanceOf(Anthropic.AuthenticationError)
+      expect((wrong as APIError).type).toBe('authentication_error')
+      const jobsOnly = await new Anthropic({ baseURL: url, apiKey: JOBS, maxRetries: 0 }).messages.create({ model: 'haiku', max_tokens: 10, messages: user('hi') }).then(() => undefined, (e: unknown) => e)
+      expect(jobsOnly).toBeInstanceOf(Anthropic.PermissionDeniedError)
+      expect((jobsOnly as APIError).type).toBe('permission_error')
+      await expect(new Anthropic({ baseURL: url, apiKey: JOBS, maxRetries: 0 }).models.list()).rejects.toBeInstanceOf(Anthropic.PermissionDeniedError)
     })
 
     it('answers 401 in Anthropic\'s shape to a request without a token', async () => {

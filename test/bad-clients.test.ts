@@ -106,8 +106,8 @@ describe('a streaming chat completion whose client never reads', () => {
     expect(Buffer.byteLength((final.content[0] as { text: string }).text)).toBe(256 * 1024)
     await expectAllGone(probe.started.map(start => start.pid))
     expect(probe.started).toHaveLength(4)
-    expect(await metric(app, 'claude_runner_chat_completions_total{api="responses",outcome="length"} 2')).toBe(true)
-    expect(await metric(app, 'claude_runner_chat_completions_total{api="messages",outcome="length"} 2')).toBe(true)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="responses",outcome="length"} 2')).toBe(true)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="messages",outcome="length"} 2')).toBe(true)
   })
 
   it('answers one under the bound whole, with finish_reason "stop", streamed or not', async () => {

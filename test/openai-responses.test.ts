@@ -1,10 +1,12 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createOpenAI } from '@ai-sdk/openai'
 import { generateText, streamText } from 'ai'
 import OpenAI, { APIError } from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
 import type { AppDeps } from '../src/app.ts'
-import { listen, appMaker, describeEngines, TOKEN, makeApp as makeAnyApp } from './helpers/app.ts'
+import { listen, appMaker, describeEngines, tempDir, TOKEN, makeApp as makeAnyApp } from './helpers/app.ts'
 import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 
 const echoOf = (text: string) => JSON.parse(text) as { argv: string[], stdin: string | null }
@@ -250,16 +252,20 @@ describeEngines('OpenAI Responses', engine => {
       await expect(client.responses.retrieve(streamed!.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError)
     })
 
-    it('is another tenant\'s to read or delete only if it made it', async () => {
-      const { client, app } = await responsesApp()
-      const response = await client.responses.create({ model: 'haiku', input: 'hi' })
-      const other = { tenant: 'team-b', limits: {}, admin: false }
-      expect(await app.ctx.chat.kept(response.id, 'responses', other)).toBeUndefined()
-      expect(await app.ctx.chat.forget(response.id, 'responses', other)).toBe('unknown')
-      expect(await app.ctx.chat.kept(response.id, 'responses', { ...other, admin: true })).toMatchObject({ state: 'completed' })
-      // Nor is it a job, or another protocol's answer.
-      expect(await app.ctx.chat.kept(response.id, 'messages', { tenant: 'default', limits: {}, admin: false })).toBeUndefined()
-      expect((await client.responses.retrieve(response.id)).id).toBe(response.id)
+    it('is only its tenant\'s (and an admin\'s) to read, delete or continue', async () => {
+      const file = join(await tempDir(), 'tenants.json')
+      const [A, B, ADMIN] = ['team-a-token-0123456789abcdef', 'team-b-token-0123456789abcdef', 'ops-admin-token-0123456789abc']
+      await writeFile(file, JSON.stringify({ tenants: [{ name: 'team-a', tokens: [A] }, { name: 'team-b', tokens: [B] }, { name: 'ops', tokens: [ADMIN], scopes: ['admin', 'chat'] }] }))
+      const { url } = await responsesApp({ tenantsFile: file })
+      const as = (token: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: token, maxRetries: 0 })
+      const response = await as(A).responses.create({ model: 'haiku', input: 'hi' })
+      for (const call of [() => as(B).responses.retrieve(response.id), () => as(B).responses.delete(response.id), () => as(B).responses.create({ model: 'haiku', input: 'hi', previous_response_id: response.id })]) {
+        const error = await call().then(() => undefined, (e: unknown) => e)
+        expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+        expect((error as APIError).code).toMatch(/^(previous_)?response_not_found$/)
+      }
+      expect((await as(ADMIN).responses.retrieve(response.id)).id).toBe(response.id)
+      expect((await as(A).responses.retrieve(response.id)).output_text).toBe('Hi! (fake model)')
     })
 
     it('keeps nothing to read back with store: false', async () => {
