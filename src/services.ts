@@ -179,12 +179,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     engine,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    storeMs: config.jobTtlSeconds * 1000,
     maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,
     now,
-    onFinished: (outcome, result, tenant) => metrics.chatFinished(outcome, result, tenant),
+    onFinished: (api, outcome, result, tenant) => metrics.chatFinished(api, outcome, result, tenant),
   })
   const jobs = new JobService({
     engine,
@@ -196,7 +197,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     logger,
   })
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
-  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
+  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, maxAnswerBytes: config.maxOutputBytes, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {

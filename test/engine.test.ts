@@ -304,6 +304,49 @@ describeEngines('the engine', kind => {
     expect(await engine.store.get(big[1]!.id)).toBeDefined()
   })
 
+  it('keeps each finished run for the time it was admitted with, never past the TTL', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z')
+    const { engine, processor } = await setup(kind, { concurrency: 3, ttlMs: 60_000, now: () => now })
+    const finish = async (keepMs: number): Promise<RunRecord> => {
+      const record = job({ now, kind: 'chat' })
+      await engine.queue.admit(record, { limits: {}, keepMs })
+      await vi.waitFor(() => expect(processor.held.has(record.id)).toBe(true))
+      processor.release(record.id)
+      return ended(engine, record.id)
+    }
+    const brief = await finish(10_000)
+    const longer = await finish(30_000)
+    const longest = await finish(3_600_000)
+    const kept = async (): Promise<string[]> => {
+      const found = []
+      for (const [name, record] of Object.entries({ brief, longer, longest })) if (await engine.store.get(record.id) !== undefined) found.push(name)
+      return found
+    }
+    expect(await kept()).toEqual(['brief', 'longer', 'longest'])
+    now += 15_000
+    expect(await kept()).toEqual(['longer', 'longest'])
+    now += 20_000
+    expect(await kept()).toEqual(['longest'])
+    // An hour asked for, the TTL (a minute) given.
+    now += 30_000
+    expect(await kept()).toEqual([])
+  })
+
+  it('removes a finished run at once, with its events; never one still running', async () => {
+    const { engine, processor } = await setup(kind)
+    const record = await admit(engine, job({ kind: 'chat' }))
+    await vi.waitFor(() => expect(processor.held.has(record.id)).toBe(true))
+    expect(await engine.store.remove(record.id)).toBe('unfinished')
+    processor.release(record.id)
+    await ended(engine, record.id)
+    expect((await engine.events.since(record.id, 0)).length).toBeGreaterThan(0)
+    expect(await engine.store.remove(record.id)).toBe('removed')
+    expect(await engine.store.get(record.id)).toBeUndefined()
+    expect(await engine.events.since(record.id, 0)).toEqual([])
+    expect(await engine.store.remove(record.id)).toBe('unknown')
+    expect(await engine.store.remove('never-was')).toBe('unknown')
+  })
+
   it('lists jobs newest first, by status and tenant, a page at a time, without chat runs', async () => {
     const { engine, processor } = await setup(kind, { concurrency: 6 })
     const records = []
