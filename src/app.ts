@@ -13,7 +13,10 @@ import { documentErrors, refuseUnknownQuery, routeMiss } from './http/route-cont
 import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
+import { anthropicRoutes } from './routes/anthropic.ts'
+import { modelsRoutes } from './routes/models.ts'
 import { openaiRoutes } from './routes/openai.ts'
+import { responsesRoutes } from './routes/responses.ts'
 import { uiRoutes } from './routes/ui.ts'
 import { usageRoutes } from './routes/usage.ts'
 import type { Caller } from './jobs/job-service.ts'
@@ -136,11 +139,16 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     await scope.register(usageRoutes, { ctx })
     scope.get('/openapi.json', { schema: { hide: true }, config: { scopes: [] } }, async () => app.swagger())
   })
+  // /v1 speaks OpenAI's APIs and Anthropic's Messages API: each in a scope of its own, with its
+  // own error shape (the token check's 401 included).
   await app.register(async function openaiApi (scope) {
     scope.addHook('onRequest', observe)
     await authenticate(scope, { tenants, scopes: ['chat'], apiKey: true })
     documentErrors(scope, OpenAIErrorBody, { authenticated: true })
     await scope.register(openaiRoutes, { ctx })
+    await scope.register(modelsRoutes, { ctx })
+    await scope.register(responsesRoutes, { ctx })
+    await scope.register(anthropicRoutes, { ctx })
   }, { prefix: '/v1' })
   await app.register(async function metricsApi (scope) {
     polled(scope)

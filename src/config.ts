@@ -134,6 +134,8 @@ const settings = {
   gitCryptKey: { env: 'GIT_CRYPT_KEY', default: undefined as string | undefined, parse: optionalString() },
   allowPush: { env: 'ALLOW_PUSH', default: false, parse: boolean() },
   maxDiffBytes: { env: 'MAX_DIFF_BYTES', default: MiB, parse: integer(1024, 256 * MiB) },
+  // Below this much free space under WORKSPACE_ROOT, /health says `degraded`.
+  workspaceMinFreeBytes: { env: 'WORKSPACE_MIN_FREE_BYTES', default: 1024 * MiB, parse: integer(0, 1024 * 1024 * MiB) },
   shutdownGraceSeconds: { env: 'SHUTDOWN_GRACE_SECONDS', default: 30, parse: seconds(0, 3600) },
   metricsToken: {
     env: 'METRICS_TOKEN',

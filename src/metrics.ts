@@ -14,7 +14,7 @@ const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 export class Metrics {
   readonly registry = new Registry()
   readonly #jobs: Counter<'tenant' | 'status' | 'error'>
-  readonly #chats: Counter<'tenant' | 'outcome'>
+  readonly #chats: Counter<'tenant' | 'api' | 'outcome'>
   readonly #queueWait: Histogram<'kind'>
   readonly #runTime: Histogram<'kind'>
   readonly #prepare: Histogram
@@ -33,7 +33,7 @@ export class Metrics {
     // Which replica this is, as an info series (Prometheus' own `instance` label names the target).
     if (info !== undefined) new Gauge({ name: `${PREFIX}info`, help: 'Always 1: this replica (INSTANCE_ID), its version and engine.', labelNames: ['replica', 'version', 'engine'], registers }).set(info, 1)
     this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by tenant, terminal status and error code.', labelNames: ['tenant', 'status', 'error'], registers })
-    this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by tenant and outcome.', labelNames: ['tenant', 'outcome'], registers })
+    this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chats that ended (chat completions, responses, messages), by tenant, API and outcome.', labelNames: ['tenant', 'api', 'outcome'], registers })
     const gauge = (name: string, help: string, read: () => number): Gauge => new Gauge({ name, help, registers, collect () { this.set(read()) } })
     const loopDelay = this.#loopDelay
     this.#gauges = [
@@ -74,8 +74,8 @@ export class Metrics {
     this.#usage(job.tenant, 'job', job.result)
   }
 
-  chatFinished (outcome: string, result: CliResult | null, tenant: string): void {
-    this.#chats.inc({ tenant, outcome })
+  chatFinished (api: string, outcome: string, result: CliResult | null, tenant: string): void {
+    this.#chats.inc({ tenant, api, outcome })
     this.#usage(tenant, 'chat', result)
   }
 

@@ -20,6 +20,7 @@ import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { toJobView } from './schemas/job.ts'
 import { Tenants } from './tenants/tenants.ts'
+import { DiskWatch } from './workspace/disk.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { InstanceLock } from './workspace/instance-lock.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
@@ -42,6 +43,8 @@ export interface Services {
   chat: ChatService
   webhooks: WebhookSender
   workspaces: WorkspaceProvider
+  /** Free space under WORKSPACE_ROOT, for /health. */
+  disk: DiskWatch
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
   sandbox: Sandbox
@@ -129,6 +132,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       logger,
       now,
     })
+  const disk = new DiskWatch(config.workspaceRoot, config.workspaceMinFreeBytes).start()
   const executorFor = (provider: WorkspaceProvider, continuations: boolean): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
     sandbox,
@@ -140,6 +144,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     configs: { folders, template: config.claudeConfigTemplate },
     // What continuations start from is kept in the engine: the next run may be on another replica.
     ...(continuations ? { artifacts: (id: string, name: string) => engine.store.artifact(id, name), maxResumeBytes: config.maxResumeBytes } : {}),
+    disk,
     onError: (error, context) => logger.error({ err: error }, context),
   })
   const executor = executorFor(workspaces, true)
@@ -176,12 +181,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     engine,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    storeMs: config.jobTtlSeconds * 1000,
     maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,
     now,
-    onFinished: (outcome, result, tenant) => metrics.chatFinished(outcome, result, tenant),
+    onFinished: (api, outcome, result, tenant) => metrics.chatFinished(api, outcome, result, tenant),
   })
   const jobs = new JobService({
     engine,
@@ -193,7 +199,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     logger,
   })
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
-  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
+  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, maxAnswerBytes: config.maxOutputBytes, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {
@@ -209,6 +215,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     chat,
     webhooks,
     workspaces,
+    disk,
     controls,
     sandbox,
     metrics,
@@ -228,6 +235,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       await controls.close()
       await folders.close()
       metrics.close()
+      disk.close()
       await lock.release()
     },
   }

@@ -5,12 +5,12 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
-import { pino } from 'pino'
 import { describe, expect, inject, it, onTestFinished, vi } from 'vitest'
 import { createRedisEngine } from '../src/engine/redis-engine.ts'
 import type { RunHandle } from '../src/engine/types.ts'
 import { createRecord } from '../src/jobs/job.ts'
 import { tempDir, TOKEN } from './helpers/app.ts'
+import { redisEngineOptions } from './helpers/engine.ts'
 import { AgentProbe, expectAllGone } from './helpers/probe.ts'
 import { waitForPing } from './setup/redis.ts'
 import { getJobOver, json, post, startServer, type Server } from './helpers/server.ts'
@@ -310,21 +310,7 @@ cluster('what a dead replica had taken', () => {
   }
 
   async function survivor (name: string) {
-    const engine = await createRedisEngine({
-      url: REDIS,
-      prefix: name,
-      instance: 'survivor',
-      replicaTimeoutMs: TIMEOUT_MS,
-      concurrency: 1,
-      maxQueueDepth: 100,
-      ttlMs: 3_600_000,
-      maxFinished: 1000,
-      maxRetainedBytes: 256 * 1024 * 1024,
-      maxEventBytes: 8 * 1024 * 1024,
-      now: Date.now,
-      onFinished: () => {},
-      logger: pino({ level: 'silent' }),
-    })
+    const engine = await createRedisEngine(redisEngineOptions(REDIS, name, { instance: 'survivor', replicaTimeoutMs: TIMEOUT_MS }))
     onTestFinished(() => engine.close())
     return engine
   }

@@ -159,6 +159,17 @@ describe('/openapi.json', () => {
           { model: 'haiku', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } },
           { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
         ],
+        'POST /v1/responses': [
+          { model: 'haiku', input: 'hi' },
+          { model: 'haiku', input: [{ role: 'user', content: [{ type: 'input_text', text: 'hi' }] }], stream: true, store: false },
+          { model: 'haiku', input: 'hi', previous_response_id: 'resp_unknown' },
+        ],
+        'POST /v1/messages': [
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] },
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], stream: true },
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image', source: {} }] }] },
+        ],
+        'POST /v1/messages/count_tokens': [{ model: 'haiku', messages: [{ role: 'user', content: 'hi' }] }],
       },
     }
     const problems: string[] = []
@@ -186,7 +197,9 @@ describe('/openapi.json', () => {
     // The walk reached the interesting answers, not only refusals.
     for (const expected of ['POST /execute 202', 'GET /jobs/{id} 200', 'GET /jobs/{id}/events 200', 'GET /jobs/{id}/output 200', 'DELETE /jobs/{id} 409',
       'POST /v1/chat/completions 200', 'POST /v1/chat/completions 404', 'GET /jobs 401', 'GET /jobs 400', 'GET /metrics 200', 'GET /health 200',
-      'GET /jobs 403', 'POST /execute 403', 'POST /v1/chat/completions 403', 'GET /usage 200', 'GET /usage 403']) {
+      'GET /jobs 403', 'POST /execute 403', 'POST /v1/chat/completions 403', 'GET /usage 200', 'GET /usage 403',
+      'POST /v1/responses 200', 'POST /v1/responses 404', 'GET /v1/responses/{id} 404', 'DELETE /v1/responses/{id} 404',
+      'POST /v1/messages 200', 'POST /v1/messages 400', 'POST /v1/messages 401', 'POST /v1/messages 403', 'POST /v1/messages/count_tokens 200']) {
       expect(statuses, expected).toContain(expected)
     }
   })

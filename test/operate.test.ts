@@ -217,7 +217,8 @@ describe('GET /openapi.json', () => {
     const doc = (await app.inject({ method: 'GET', url: '/openapi.json', headers: AUTH })).json()
     expect(doc.openapi).toBe('3.1.0')
     expect(Object.keys(doc.paths).sort()).toEqual([
-      '/execute', '/health', '/jobs', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/output', '/metrics', '/usage', '/v1/chat/completions', '/v1/models', '/v1/models/{model}',
+      '/execute', '/health', '/jobs', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/output', '/metrics', '/usage', '/v1/chat/completions', '/v1/messages',
+      '/v1/messages/count_tokens', '/v1/models', '/v1/models/{model}', '/v1/responses', '/v1/responses/{id}',
     ])
     const body = doc.paths['/execute'].post.requestBody.content['application/json'].schema
     // The document says `additionalProperties: {}` where the schema says `patternProperties: {"^.*$": {}}`: the same thing.

@@ -327,7 +327,8 @@ describe('tenants: scopes', () => {
     expect((await fetch(`${url}/v1/models`, { headers: { 'x-api-key': JOBS } })).status).toBe(403)
     const wrong = await fetch(`${url}/v1/models`, { headers: { 'x-api-key': 'not-a-token-0123456789' } })
     expect(wrong.status).toBe(401)
-    expect((await wrong.json()).error).toMatchObject({ code: 'invalid_api_key', message: expect.stringContaining('x-api-key') })
+    // An x-api-key request is taken for Anthropic's client, and answered in Anthropic's shape.
+    expect((await wrong.json()).error).toMatchObject({ type: 'authentication_error', code: 'unauthorized', message: expect.stringContaining('x-api-key') })
     expect((await fetch(`${url}/jobs`, { headers: { 'x-api-key': A } })).status).toBe(401)
 
     // AUTH_TOKENS are the tenant `default` with every scope; METRICS_TOKEN opens /metrics only.
@@ -355,7 +356,7 @@ describe('tenants: scopes', () => {
     expect(text).toContain(`claude_runner_cost_usd_total{tenant="ide",kind="chat"} ${FAKE_COST}`)
     expect(text).toContain('claude_runner_tokens_total{tenant="team-a",kind="job",type="input"} 100')
     expect(text).toContain('claude_runner_tokens_total{tenant="ide",kind="chat",type="input"} 9')
-    expect(text).toContain('claude_runner_chat_completions_total{tenant="ide",outcome="completed"} 1')
+    expect(text).toContain('claude_runner_chat_completions_total{tenant="ide",api="chat.completions",outcome="completed"} 1')
   })
 
   it('puts the tenant in the webhook body', async () => {

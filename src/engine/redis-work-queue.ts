@@ -6,22 +6,16 @@ import { serialiseEvent } from '../jobs/event-log.ts'
 import { finishRun, LINE_OVERHEAD, retainedBytes, startRun, usageDelta, type TerminalUpdate } from '../jobs/job.ts'
 import { SpawnClaimLostError } from '../jobs/run-worker.ts'
 import { budgetExceeded, idempotencyConflict, queueFull, retryAfterSeconds, shuttingDown, tenantQueueFull } from './admission.ts'
+import type { EngineOptions } from './memory-engine.ts'
 import { cancelledMessage } from './memory-work-queue.ts'
 import { utcDate, USAGE_KEEP_DAYS } from './memory-usage.ts'
 import { unavailable } from './redis-connection.ts'
 import type { RedisJobStore } from './redis-job-store.ts'
 import type { Reply, Scripts } from './redis-scripts.ts'
-import { CHAT_TTL_MS, type AdmitOptions, type AdmitResult, type ClusterCounts, type QueueCounts, type RunHandle, type RunProcessor, type RunRecord, type WorkQueue } from './types.ts'
+import { type AdmitOptions, type AdmitResult, type ClusterCounts, type QueueCounts, type RunHandle, type RunProcessor, type RunRecord, type WorkQueue } from './types.ts'
 
-export interface RedisWorkQueueOptions {
-  instance: string
-  concurrency: number
-  maxQueueDepth: number
-  ttlMs: number
-  maxFinished: number
-  maxRetainedBytes: number
+export interface RedisWorkQueueOptions extends Pick<EngineOptions, 'instance' | 'concurrency' | 'maxQueueDepth' | 'ttlMs' | 'maxFinished' | 'maxRetainedBytes' | 'maxEventBytes' | 'now' | 'onFinished' | 'onSettled'> {
   maxEvents: number
-  maxEventBytes: number
   /** A replica silent this long is dead: its spawned runs end `worker_lost`. */
   replicaTimeoutMs: number
   prefix: string
@@ -32,10 +26,7 @@ export interface RedisWorkQueueOptions {
   commandScripts: Scripts
   writerScripts: Scripts
   store: RedisJobStore
-  now: () => number
   logger: Logger
-  onFinished: (record: RunRecord) => void
-  onSettled?: (run: { kind: RunRecord['kind'], queuedMs: number, runMs: number | undefined }) => void
   /** The cluster's numbers as last refreshed (never fetched on a request). */
   cluster: () => ClusterCounts | null
   /** When this replica last (re)connected to Redis: it judges others dead only after a full timeout connected. */
@@ -98,7 +89,7 @@ export class RedisWorkQueue implements WorkQueue {
     return { active: this.#running.size, capacity: this.#options.concurrency, queued: cluster?.queued ?? 0, closing: this.#closing }
   }
 
-  async admit (record: RunRecord, { limits }: AdmitOptions): Promise<AdmitResult> {
+  async admit (record: RunRecord, { limits, keepMs }: AdmitOptions): Promise<AdmitResult> {
     if (this.#closing) throw shuttingDown()
     const { commandScripts, now, maxQueueDepth, maxEvents, maxEventBytes, store } = this.#options
     const idem = record.idempotency === null ? '' : `${this.#options.prefix}:idem:${record.tenant}:${record.idempotency.key}`
@@ -108,7 +99,7 @@ export class RedisWorkQueue implements WorkQueue {
       reply = await commandScripts.admit(
         record.id, JSON.stringify(record), record.tenant, record.kind, idem, record.idempotency?.fingerprint ?? '',
         maxQueueDepth, limits.maxQueued ?? '', limits.maxRunning ?? '', limits.budgetUsdPerDay ?? '', utcDate(now()),
-        event, now(), maxEvents, maxEventBytes) as Reply[]
+        event, now(), maxEvents, maxEventBytes, Math.max(0, Math.round(keepMs))) as Reply[]
     } catch (error) {
       throw unavailable(error)
     }
@@ -314,7 +305,8 @@ export class RedisWorkQueue implements WorkQueue {
     const at = now()
     const event = finishRun(record, update, at)
     const delta = usageDelta(record)!
-    const ttl = record.kind === 'chat' ? Math.min(CHAT_TTL_MS, ttlMs) : ttlMs
+    // The run's own keep time (AdmitOptions.keepMs) is applied by the script, within this.
+    const ttl = ttlMs
     const reply = await scripts.finish(
       record.id, expectedOwner, JSON.stringify(record), lines.length === 0 ? '' : lines.join('\n'), record.status, serialiseEvent(event.data),
       at, at + ttl, ttl, maxFinished, maxRetainedBytes, maxEvents, maxEventBytes, utcDate(at),

@@ -7,6 +7,7 @@ import type { RunPaths, Sandbox } from '../agent/sandbox.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../engine/types.ts'
+import type { DiskWatch } from '../workspace/disk.ts'
 import { WorkspaceError, type Collected, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
 import { keepForContinuation, loadResume, restoreTranscript, ResumeError, type ArtifactReader, type Kept, type ResumeFrom } from './continuation.ts'
 
@@ -57,6 +58,8 @@ export interface AgentExecutorOptions {
   artifacts?: ArtifactReader | undefined
   /** MAX_RESUME_BYTES: what a run with `keep` may keep for its continuations; 0 (the default) keeps nothing. */
   maxResumeBytes?: number | undefined
+  /** The disk under WORKSPACE_ROOT: a run that failed on a full one ends `workspace_full`. */
+  disk?: DiskWatch | undefined
   onError?: (error: unknown, context: string) => void
 }
 
@@ -68,6 +71,9 @@ const emptyOutput = (): AgentOutcome['output'] => ({ lines: [], bytes: 0, keptBy
  * One run from start to end: make the workspace, run the agent in it, collect what it changed,
  * remove the workspace. Whatever happens, it resolves with an outcome and leaves nothing behind.
  */
+/** How a run fails when the disk fills under it: git errors, a CLI that crashed or wrote no result. */
+const DISK_FAILURES: ReadonlySet<string> = new Set(['workspace_error', 'fetch_failed', 'agent_crashed', 'agent_spawn_failed', 'no_result'])
+
 export class AgentExecutor {
   readonly #options: AgentExecutorOptions
   /** Process groups of the agents running now. */
@@ -78,6 +84,15 @@ export class AgentExecutor {
   }
 
   async execute (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal): Promise<ExecuteOutcome> {
+    const outcome = await this.#execute(request, hooks, signal)
+    // A run that failed on a full disk says so, with the free space, whatever git or the CLI said.
+    const disk = this.#options.disk
+    if (disk === undefined || outcome.status !== 'failed' || outcome.error === null || !DISK_FAILURES.has(outcome.error.code)) return outcome
+    const full = await disk.full(outcome.error.message)
+    return full === undefined ? outcome : { ...outcome, error: { code: 'workspace_full', message: full } }
+  }
+
+  async #execute (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal): Promise<ExecuteOutcome> {
     hooks.onPhase?.('preparing')
     const { folders, template } = this.#options.configs
     const configDir = folders.configPathFor(request.id)

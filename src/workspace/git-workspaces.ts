@@ -130,15 +130,24 @@ export class GitWorkspaces implements WorkspaceProvider {
     const gitDir = this.#options.folders.collectPathFor(id)
     try {
       let target = await this.#cloneAt(name, path, signal, checkout)
+      // Why the ref could not be looked for: a fetch that failed is said, never hidden behind "not found".
+      let fetchError: unknown
       if (target === undefined) {
-        await this.refresh().catch(error => { this.#options.logger.warn({ err: error }, 'on-demand fetch failed') })
+        await this.refresh().catch(error => {
+          fetchError = error
+          this.#options.logger.warn({ err: error }, 'on-demand fetch failed')
+        })
         target = await this.#cloneAt(name, path, signal, checkout)
       }
-      if (target === undefined && isCommitId(name)) {
-        // A commit no branch points at (yet): ask the remote for it by id.
+      if (target === undefined && isCommitId(name) && fetchError === undefined) {
+        // A commit no branch points at (yet): ask the remote for it by id (a remote may refuse
+        // fetches by id: then it is simply not found).
         await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', 'origin', name])).catch(() => {})
         this.#resolved.clear()
         target = await this.#cloneAt(name, path, signal, checkout)
+      }
+      if (target === undefined && fetchError !== undefined) {
+        throw new WorkspaceError('fetch_failed', `ref ${JSON.stringify(name)} is not in the base repository, and fetching BASE_REPO to look for it failed: ${(fetchError as Error).message}`, { cause: fetchError })
       }
       if (target === undefined) {
         if (restore !== undefined) throw new WorkspaceError('workspace_error', `the job this one continues started from commit ${name}, which BASE_REPO no longer has (checked after fetching)`)
