@@ -133,7 +133,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       now,
     })
   const disk = new DiskWatch(config.workspaceRoot, config.workspaceMinFreeBytes).start()
-  const executorFor = (provider: WorkspaceProvider, continuations: boolean): AgentExecutor => new AgentExecutor({
+  const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
     bin: config.claudeBin,
     sandbox,
     records,
@@ -143,13 +143,14 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     workspaces: provider,
     configs: { folders, template: config.claudeConfigTemplate },
     // What continuations start from is kept in the engine: the next run may be on another replica.
-    ...(continuations ? { artifacts: (id: string, name: string) => engine.store.artifact(id, name), maxResumeBytes: config.maxResumeBytes } : {}),
+    artifacts: (id: string, name: string) => engine.store.artifact(id, name),
+    maxResumeBytes: config.maxResumeBytes,
     disk,
     onError: (error, context) => logger.error({ err: error }, context),
   })
-  const executor = executorFor(workspaces, true)
+  const executor = executorFor(workspaces)
   // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
-  const chatExecutor = executorFor(new DirectoryWorkspaces(folders), false)
+  const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,

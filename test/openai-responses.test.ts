@@ -11,6 +11,13 @@ import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 
 const echoOf = (text: string) => JSON.parse(text) as { argv: string[], stdin: string | null }
 
+/** What `[[fake recall]]` answered: the session resumed and its prompts so far. */
+function recalled (text: string): { resumed: string | null, session_id: string, prompts: string[] } {
+  const line = text.split('\n').find(entry => entry.startsWith('recall '))
+  if (line === undefined) throw new Error(`no recall in ${JSON.stringify(text)}`)
+  return JSON.parse(line.slice('recall '.length))
+}
+
 describeEngines('OpenAI Responses', engine => {
   const makeApp = appMaker(engine)
 
@@ -309,18 +316,94 @@ describeEngines('OpenAI Responses', engine => {
       expect(await client.responses.retrieve(stored.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError)
     })
 
-    it('answers previous_response_id with 404 when unknown, 400 unsupported when it names a kept response', async () => {
-      const { client, app } = await responsesApp()
-      const unknown = await client.responses.create({ model: 'haiku', input: 'hi', previous_response_id: 'resp_nope' }).then(() => undefined, (e: unknown) => e)
-      expect(unknown).toBeInstanceOf(OpenAI.NotFoundError)
-      expect((unknown as APIError).code).toBe('previous_response_not_found')
-      expect((unknown as APIError).param).toBe('previous_response_id')
-      const first = await client.responses.create({ model: 'haiku', input: 'hi' })
-      const next = await client.responses.create({ model: 'haiku', input: 'and then?', previous_response_id: first.id }).then(() => undefined, (e: unknown) => e)
-      expect(next).toBeInstanceOf(OpenAI.BadRequestError)
-      expect((next as APIError).code).toBe('unsupported')
-      expect((next as APIError).param).toBe('previous_response_id')
+    it('carries on a stored response with previous_response_id: its session resumed, the new input its next prompt', async () => {
+      const { client } = await responsesApp()
+      const first = await client.responses.create({ model: 'haiku', instructions: 'Be terse.', input: 'remember the word PELICAN' })
+      expect(first.previous_response_id).toBeNull()
+      const second = await client.responses.create({ model: 'haiku', input: 'which word? [[fake recall]]', previous_response_id: first.id })
+      expect(second).toMatchObject({ status: 'completed', previous_response_id: first.id, store: true })
+      const { resumed, session_id: session, prompts } = recalled(second.output_text)
+      expect(resumed).toBe(session)
+      expect(prompts).toEqual(['remember the word PELICAN', 'which word? [[fake recall]]'])
+      // Read back, it says what it continued.
+      expect(await client.responses.retrieve(second.id)).toMatchObject({ previous_response_id: first.id })
+      // Streamed, through the SDK's helper; and a chain goes on, with this call's system prompt only.
+      const stream = client.responses.stream({ model: 'haiku', input: 'and now? [[fake recall]]', previous_response_id: second.id })
+      const third = await stream.finalResponse()
+      expect(third).toMatchObject({ status: 'completed', previous_response_id: second.id })
+      expect(recalled(third.output_text)).toEqual({ resumed: session, session_id: session, prompts: [...prompts, 'and now? [[fake recall]]'] })
+      const echoed = echoOf((await client.responses.create({ model: 'haiku', input: '[[fake echo]]', previous_response_id: third.id })).output_text)
+      expect(echoed.argv).toEqual(expect.arrayContaining([`--resume=${session}`, '--system-prompt-snapshot=off']))
+      expect(echoed.argv.join(' ')).not.toContain('Be terse.')
+      // A response can be carried on more than once: each from where it was.
+      expect(recalled((await client.responses.create({ model: 'haiku', input: 'again [[fake recall]]', previous_response_id: first.id })).output_text).prompts)
+        .toEqual(['remember the word PELICAN', 'again [[fake recall]]'])
+    })
+
+    it('answers previous_response_id with 404 for none kept, 409 while it runs, 400 when it kept no session, refusing before any run', async () => {
+      let now = Date.now()
+      const { client, app } = await responsesApp({ jobTtlSeconds: 300 }, { now: () => now })
+      const refusal = async (previous: string): Promise<APIError> => {
+        const error = await client.responses.create({ model: 'haiku', input: 'go on', previous_response_id: previous }).then(() => undefined, (e: unknown) => e)
+        expect(error, previous).toBeInstanceOf(APIError)
+        expect((error as APIError).param).toBe('previous_response_id')
+        return error as APIError
+      }
+      const notFound = async (previous: string): Promise<void> => {
+        const error = await refusal(previous)
+        expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+        expect(error.code).toBe('previous_response_not_found')
+      }
+      await notFound('resp_nope')
+      await notFound((await client.responses.create({ model: 'haiku', input: 'hi', store: false })).id)
+      const deleted = await client.responses.create({ model: 'haiku', input: 'hi' })
+      await client.responses.delete(deleted.id)
+      await notFound(deleted.id)
+      const expiring = await client.responses.create({ model: 'haiku', input: 'hi' })
+      now += 301_000
+      await notFound(expiring.id)
+      // A chat completion is no response to carry on.
+      const chat = await client.chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: 'hi' }] })
+      await notFound(chat.id)
+
+      // The agent of a streamed response waits before its second delta.
+      const gate = await AgentProbe.start()
+      const stream = client.responses.stream({ model: 'haiku', input: `[[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]` })
+      const created = new Promise<string>(resolve => stream.once('response.created', event => resolve(event.response.id)))
+      await gate.waitStarted(1)
+      gate.releaseOne()
+      const id = await created
+      await gate.waitStarted(2)
+      const busy = await refusal(id)
+      expect(busy.status).toBe(409)
+      expect(busy.code).toBe('response_in_progress')
+      gate.release()
+      await stream.finalResponse()
+
+      const { client: off } = await responsesApp({ maxResumeBytes: 0 })
+      const unkept = await off.responses.create({ model: 'haiku', input: 'hi' })
+      const error = await off.responses.create({ model: 'haiku', input: 'go on', previous_response_id: unkept.id }).then(() => undefined, (e: unknown) => e)
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+      expect((error as APIError).code).toBe('not_resumable')
+      expect((error as APIError).message).toContain('MAX_RESUME_BYTES is 0')
       expect(app.ctx.engine.queue.counts.active + app.ctx.engine.queue.counts.queued).toBe(0)
+    })
+
+    it('fails a continuation whose previous response was evicted while it waited for a slot, with 404', async () => {
+      const { client, app } = await responsesApp({ maxConcurrency: 1, maxFinishedJobs: 1 })
+      const first = await client.responses.create({ model: 'haiku', input: 'first' })
+      const probe = await AgentProbe.start()
+      const blocker = client.responses.create({ model: 'haiku', input: probe.directive, store: false })
+      await probe.waitStarted(1)
+      const waiting = client.responses.create({ model: 'haiku', input: 'go on', previous_response_id: first.id }).then(() => undefined, (e: unknown) => e)
+      await vi.waitFor(() => expect(app.ctx.engine.queue.counts.queued).toBe(1))
+      // The blocker ending makes two finished runs: the oldest, the one to carry on, goes.
+      probe.release()
+      await blocker
+      const error = await waiting
+      expect(error).toBeInstanceOf(OpenAI.NotFoundError)
+      expect((error as APIError).code).toBe('previous_response_not_found')
+      expect((error as APIError).message).toContain(`Previous response with id '${first.id}' is gone`)
     })
 
     if (engine === 'redis') {

@@ -352,6 +352,23 @@ describe('the real Claude Code CLI', () => {
     expect(stub.calls).toHaveLength(4)
   })
 
+  it('carries on a response with previous_response_id: the second request carries the first conversation, not its instructions', async () => {
+    const { app, stub } = await realApp((call, index) => ({ text: index === 0 ? 'Noted: PELICAN.' : 'You said PELICAN.' }))
+    const openai = new OpenAI({ baseURL: `${await listen(app)}/v1`, apiKey: TOKEN, maxRetries: 0 })
+    const first = await openai.responses.create({ model: 'haiku', instructions: 'Speak like -SAILOR-.', input: 'Remember the word PELICAN.' })
+    expect(first.output_text).toBe('Noted: PELICAN.')
+    const second = await openai.responses.create({ model: 'haiku', input: 'Which word did I say?', previous_response_id: first.id })
+    expect(second).toMatchObject({ status: 'completed', output_text: 'You said PELICAN.', previous_response_id: first.id })
+    expect(stub.calls).toHaveLength(2)
+    const said = JSON.stringify(stub.calls[1]!.body.messages)
+    expect(said).toContain('Remember the word PELICAN.')
+    expect(said).toContain('Noted: PELICAN.')
+    expect(lastUserText(stub.calls[1]!)).toContain('Which word did I say?')
+    // The Responses API carries no instructions over: the session's recorded system prompt is not reused.
+    expect(systemText(stub.calls[0]!)).toContain('-SAILOR-')
+    expect(systemText(stub.calls[1]!)).not.toContain('-SAILOR-')
+  })
+
   it('runs 10 jobs at once without corrupting each other\'s CLI state', async () => {
     const { app, stub, home, root } = await realApp(call => ({ text: `answer to ${/job (\d+)/.exec(lastUserText(call))?.[1] ?? '?'}` }), { maxConcurrency: 10 })
     const jobs = []

@@ -4,7 +4,7 @@ import type { AgentControls } from '../agent/agent-controls.ts'
 import { AppError } from '../errors.ts'
 import { forbidden } from '../tenants/scopes.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
-import type { ResumeFrom } from '../runner/continuation.ts'
+import { resumeFrom, type ResumeFrom } from '../runner/continuation.ts'
 import { createRecord, isTerminal, type JobRequest } from './job.ts'
 
 export interface JobServiceOptions {
@@ -96,12 +96,11 @@ export class JobService {
     if (!isTerminal(previous.status)) {
       throw new AppError('job_not_finished', `body.continue_from: job ${id} is ${previous.status}; a job can be continued once it has ended (wait for it: GET /jobs/${id}?wait=60)`, { details: { field: 'continue_from', status: previous.status } })
     }
-    const state = previous.resume ?? null
-    if (state === null || !state.resumable) {
-      const why = state === null ? 'its agent never started a session' : state.reason
-      throw new AppError('not_resumable', `body.continue_from: job ${id} cannot be continued: ${why}`, { details: { field: 'continue_from' } })
+    const from = resumeFrom(previous)
+    if ('reason' in from) {
+      throw new AppError('not_resumable', `body.continue_from: job ${id} cannot be continued: ${from.reason}`, { details: { field: 'continue_from' } })
     }
-    return { run: previous.id, session_id: state.session_id, transcript_bytes: state.transcript_bytes, tree: state.tree }
+    return from
   }
 
   /** The job, if it exists and the caller may see it: for anyone else it does not exist. */

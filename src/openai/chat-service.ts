@@ -6,6 +6,7 @@ import { AppError } from '../errors.ts'
 import type { Caller } from '../jobs/job-service.ts'
 import { AnswerBudget } from '../jobs/answer-text.ts'
 import { createRecord } from '../jobs/job.ts'
+import { resumeFrom, type ResumeFrom } from '../runner/continuation.ts'
 
 /** The wire protocols chats come in by; each has an adapter that maps it onto a ChatRequest. */
 export type ChatApi = 'chat.completions' | 'responses' | 'messages'
@@ -34,6 +35,8 @@ export interface ChatRequest {
   store?: boolean | undefined
   /** Plain JSON kept with a stored answer, for the adapter that reads it back. */
   echo?: Record<string, unknown> | undefined
+  /** Carry on a stored answer's conversation: resume its Claude Code session (`continuation`). */
+  resume?: ResumeFrom | undefined
 }
 
 export interface ChatHandlers {
@@ -156,6 +159,9 @@ export class ChatService {
       timeoutMs: this.#options.timeoutMs,
       execute: {
         id,
+        // A stored answer keeps its session, to be continued; one that is not keeps nothing.
+        keep: request.store === true,
+        resume: request.resume,
         spec: {
           prompt: request.prompt,
           model: request.model,
@@ -164,6 +170,9 @@ export class ChatService {
           jsonSchema: request.jsonSchema,
           effort: request.effort,
           ...(system === undefined ? {} : this.#options.systemPromptMode === 'replace' ? { systemPrompt: system } : { appendSystemPrompt: system }),
+          // The system prompt is this call's alone: a resumed session would otherwise reuse the one
+          // its first call recorded (as the Responses API says, instructions are not carried over).
+          ...(request.resume === undefined ? {} : { systemPromptSnapshot: 'off' as const }),
         },
       },
       request: null,
@@ -227,10 +236,8 @@ export class ChatService {
    * tenant's).
    */
   async kept (id: string, api: ChatApi, caller: Caller): Promise<KeptAnswer | undefined> {
-    const { engine } = this.#options
-    const record = await engine.store.get(id)
-    if (record === undefined || record.kind !== 'chat' || record.chat?.api !== api || record.chat.stored !== true) return undefined
-    if (!caller.admin && record.tenant !== caller.tenant) return undefined
+    const record = await this.#stored(id, api, caller)
+    if (record?.chat == null) return undefined
     const model = record.agent?.model ?? record.execute.spec.model ?? ''
     const created = Math.floor(record.createdAt / 1000)
     const base = { record, id, created, model }
@@ -251,6 +258,25 @@ export class ChatService {
       if (error instanceof AppError) return { ...base, state: 'failed', error, usage }
       throw error
     }
+  }
+
+  /**
+   * What a call carrying on the stored answer `id` resumes: 'unknown' when the caller has no such
+   * answer, 'unfinished' while it runs, or why its session cannot be resumed.
+   */
+  async continuation (id: string, api: ChatApi, caller: Caller): Promise<ResumeFrom | 'unknown' | 'unfinished' | { reason: string }> {
+    const record = await this.#stored(id, api, caller)
+    if (record === undefined) return 'unknown'
+    if (!isTerminal(record.status)) return 'unfinished'
+    return resumeFrom(record)
+  }
+
+  /** The run of a stored answer of `api` the caller may see. */
+  async #stored (id: string, api: ChatApi, caller: Caller): Promise<RunRecord | undefined> {
+    const record = await this.#options.engine.store.get(id)
+    if (record === undefined || record.kind !== 'chat' || record.chat?.api !== api || record.chat.stored !== true) return undefined
+    if (!caller.admin && record.tenant !== caller.tenant) return undefined
+    return record
   }
 
   /** Forgets a stored answer now: 'unfinished' while its run has not ended. */
@@ -350,6 +376,9 @@ function failure (outcome: RunRecord): AppError {
       return new AppError('agent_timeout', `Claude Code did not answer in time: ${message}`)
     case 'cancelled':
       return new AppError('shutting_down', message)
+    case 'not_resumable':
+      // The response it carries on (only responses are continued) was evicted while it waited for a slot.
+      return new AppError('previous_response_not_found', `Previous response with id '${outcome.execute.resume?.run ?? ''}' is gone: ${message}`, { details: { field: 'previous_response_id' } })
     case 'structured_output_missing':
       return new AppError('structured_output_missing', `Claude Code gave no answer matching the requested format: ${message}`)
     case 'api_error': {

@@ -20,6 +20,8 @@ export interface ResponseEcho {
   format: Record<string, unknown>
   effort: string | null
   toolChoice: string
+  /** The response this one carries on (`previous_response_id`). */
+  previousResponseId: string | null
 }
 
 /** What the API can end a response with, and how the response says it. */
@@ -85,6 +87,7 @@ export function toResponseRequest (body: ResponseCreateBody): { request: ChatReq
     format: format.type === 'json_schema' ? { strict: false, ...format } : format,
     effort: body.reasoning?.effort ?? null,
     toolChoice: typeof body.tool_choice === 'string' ? body.tool_choice : 'auto',
+    previousResponseId: body.previous_response_id ?? null,
   }
   return {
     request: {
@@ -147,7 +150,7 @@ function responseObject (head: { id: string, created: number, model: string }, e
     model: head.model,
     output: ending.text === undefined ? [] : [{ type: 'message', id: messageId(head.id), status: itemStatus, role: 'assistant', content: [outputText(ending.text)] }],
     parallel_tool_calls: false,
-    previous_response_id: null,
+    previous_response_id: echo.previousResponseId ?? null,
     reasoning: { effort: echo.effort ?? null, summary: null },
     store,
     temperature: null,

@@ -4,6 +4,7 @@ import type { AppContext } from '../app.ts'
 import { AppError } from '../errors.ts'
 import { toOpenAIError } from '../http/api-errors.ts'
 import type { Caller } from '../jobs/job-service.ts'
+import type { ResumeFrom } from '../runner/continuation.ts'
 import { refuseUnsupported, ResponseEventEncoder, toKeptResponse, toResponse, toResponseRequest } from '../openai/responses.ts'
 import { ResponseCreateBody, ResponseDeleted, ResponseObject } from '../schemas/responses.ts'
 import { OpenAIErrorBody } from '../schemas/openai.ts'
@@ -17,15 +18,14 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = a
 
   const notFound = (id: string): AppError => new AppError('response_not_found', `No response with id '${id}' is kept: it was made with store: false, by another tenant, deleted, or it expired after JOB_TTL_SECONDS`, { details: { field: 'id' } })
 
-  /**
-   * `previous_response_id` would continue that response's conversation by resuming its Claude Code
-   * session; until runs can resume a finished run's session, a kept one is refused, naming it.
-   */
-  const continuing = async (id: string, caller: Caller): Promise<never> => {
-    if (await ctx.chat.kept(id, 'responses', caller) === undefined) {
-      throw new AppError('previous_response_not_found', `Previous response with id '${id}' not found: it was made with store: false, by another tenant, deleted, or it expired after JOB_TTL_SECONDS`, { details: { field: 'previous_response_id' } })
-    }
-    throw new AppError('unsupported', `previous_response_id: continuing response ${id} is not supported yet; send the whole conversation as input instead`, { details: { field: 'previous_response_id' } })
+  /** `previous_response_id`: what resuming that response's Claude Code session starts from. */
+  const continuing = async (id: string, caller: Caller): Promise<ResumeFrom> => {
+    const details = { details: { field: 'previous_response_id' } }
+    const found = await ctx.chat.continuation(id, 'responses', caller)
+    if (found === 'unknown') throw new AppError('previous_response_not_found', `Previous response with id '${id}' not found: it was made with store: false, by another tenant, deleted, or it expired after JOB_TTL_SECONDS`, details)
+    if (found === 'unfinished') throw new AppError('response_in_progress', `Previous response ${id} is still running; it can be continued once it has ended`, details)
+    if ('reason' in found) throw new AppError('not_resumable', `Previous response ${id} cannot be continued: ${found.reason}`, details)
+    return found
   }
 
   app.post('/responses', {
@@ -38,12 +38,12 @@ export const responsesRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = a
           description: 'A `response`; with `stream: true` an event stream (`event: <type>`, `data: <json>` with `sequence_number`) from `response.created` to `response.completed`, `response.incomplete` or `response.failed`.',
           content: { 'application/json': { schema: ResponseObject }, 'text/event-stream': { schema: Type.String() } },
         },
-        ...Object.fromEntries([400, 401, 404, 429, 500, 502, 503, 504].map(status => [status, OpenAIErrorBody])),
+        ...Object.fromEntries([400, 401, 404, 409, 429, 500, 502, 503, 504].map(status => [status, OpenAIErrorBody])),
       },
     },
   }, async (request, reply) => {
     const { request: chat, echo } = toResponseRequest(request.body)
-    if (request.body.previous_response_id != null) await continuing(request.body.previous_response_id, request.caller)
+    if (request.body.previous_response_id != null) chat.resume = await continuing(request.body.previous_response_id, request.caller)
     const store = chat.store === true
     return answerChat(ctx, request, reply, chat, {
       json: outcome => toResponse(outcome, echo, store),

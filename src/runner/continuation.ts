@@ -1,5 +1,6 @@
 import { compressTranscript, decompressTranscript, readTranscript, SESSION_ID, writeTranscript } from '../agent/session-transcript.ts'
 import type { AgentOutcome } from '../agent/agent-run.ts'
+import type { RunRecord } from '../engine/types.ts'
 import type { Collected, KeptTree } from '../workspace/workspace.ts'
 
 /*
@@ -30,6 +31,14 @@ export interface ResumeFrom {
 export interface Kept {
   state: ResumeState
   artifacts: Array<[name: string, data: Buffer]>
+}
+
+/** What a run continuing this finished one starts from, or why it cannot be continued. */
+export function resumeFrom (record: RunRecord): ResumeFrom | { reason: string } {
+  const state = record.resume ?? null
+  if (state === null) return { reason: 'its agent never started a session' }
+  if (!state.resumable) return { reason: state.reason }
+  return { run: record.id, session_id: state.session_id, transcript_bytes: state.transcript_bytes, tree: state.tree }
 }
 
 /** The run a continuation continues is gone, or what it kept is: the continuation fails `not_resumable`. */
