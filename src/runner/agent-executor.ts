@@ -137,6 +137,9 @@ export class AgentExecutor {
       const collectSignal = abortedBefore ? AbortSignal.timeout(COLLECT_AFTER_ABORT_MS) : signal
       try {
         const changes = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal })
+        // Stopped during the push (git's abort comes back as a push error) or after collect's last
+        // git command: the job ends cancelled or timed out all the same, never push_failed.
+        if (!abortedBefore && signal.aborted) return { ...outcome, ...stoppedStatus(signal), changes }
         if (changes?.push != null && 'error' in changes.push) {
           return { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
         }
