@@ -369,13 +369,22 @@ async function unprivileged () {
   const node = join(dir, 'node', 'bin', 'node')
   // This node may live in root's home (0700): a link elsewhere is one the user can reach.
   linkOrCopy(process.execPath, node)
-  // So may this checkout (CI clones wherever it likes): the same files, bound at a path the user
-  // can reach, give the service its code, node_modules and the fake CLI.
+  // So may this checkout (CI clones wherever it likes, `mktemp -d` makes it 0700): its entries,
+  // each bound into a folder the user can reach, give the service its code, node_modules and the
+  // fake CLI. Binding the checkout itself would bring its 0700 along.
   const checkout = fileURLToPath(new URL('..', import.meta.url))
   const app = join(dir, 'app')
   mkdirSync(app)
-  execFileSync('mount', ['--bind', checkout, app])
-  onTestFinished(() => { execFileSync('umount', ['-l', app]) })
+  for (const name of readdirSync(checkout)) {
+    const source = join(checkout, name)
+    const info = statSync(source)
+    if (name === '.git' || !(info.isDirectory() || info.isFile())) continue
+    const target = join(app, name)
+    if (info.isDirectory()) mkdirSync(target)
+    else writeFileSync(target, '')
+    execFileSync('mount', ['--bind', source, target])
+    onTestFinished(() => { execFileSync('umount', ['-l', target]) })
+  }
   const inApp = (path: string): string => join(app, relative(checkout, path))
   return {
     options: { uid, gid: uid, node, server: inApp(SERVER) },
