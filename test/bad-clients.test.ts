@@ -4,7 +4,7 @@ import { runInNewContext } from 'node:vm'
 import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
-import { AUTH, finished, getJob, listen, makeApp, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { appMaker, AUTH, describeEngines, finished, getJob, listen, makeApp, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, expectAllGone } from './helpers/probe.ts'
 import { makeRepo } from './helpers/repos.ts'
 import { collectEvents } from './helpers/sse.ts'
@@ -224,7 +224,8 @@ describe('GET /jobs/:id?wait', () => {
   })
 })
 
-describe('MAX_RETAINED_BYTES', () => {
+describeEngines('MAX_RETAINED_BYTES', engine => {
+  const makeApp = appMaker(engine)
   it('counts everything a finished job holds, its list of changed files too', async () => {
     const dir = await tempDir()
     const repo = makeRepo(dir)

@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process'
-import { renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { statfs } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import { WorkspaceFolders } from '../src/workspace/workspace.ts'
 import { AUTH, makeApp, run, tempDir } from './helpers/app.ts'
 import { makeRepo } from './helpers/repos.ts'
 
@@ -80,5 +81,41 @@ describe('a BASE_REPO that cannot be fetched', () => {
     expect(notThere.error).toMatchObject({ code: 'ref_not_found' })
     const listed = await app.inject({ method: 'GET', url: '/jobs?status=failed', headers: AUTH })
     expect(listed.json().jobs.map((summary: { error: { code: string } }) => summary.error.code).sort()).toEqual(['fetch_failed', 'ref_not_found'])
+  })
+})
+
+describe.skipIf(!root)('a workspace that cannot be removed', () => {
+  it('is logged and retried, and never stops a start-up', async () => {
+    const dir = await tempDir()
+    const errors: string[] = []
+    const folders = new WorkspaceFolders(dir, { onError: (_error, context) => { errors.push(context) } })
+    await folders.init()
+    // A mount point inside the workspace: rm answers EBUSY whatever the permissions, as for a
+    // folder some other process holds.
+    const held = join(folders.pathFor('held'), 'mounted')
+    mkdirSync(held, { recursive: true })
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', held])
+    const mountPoint = () => join(folders.trash, readdirSync(folders.trash)[0]!, 'mounted')
+    onTestFinished(() => { if (readdirSync(folders.trash).length > 0) execFileSync('umount', ['-l', mountPoint()]) })
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+    onTestFinished(() => { vi.useRealTimers() })
+
+    await folders.discard(folders.pathFor('held'))
+    await folders.drain()
+    expect(existsSync(folders.pathFor('held'))).toBe(false)
+    expect(readdirSync(folders.trash)).toHaveLength(1)
+    expect(errors).toEqual([expect.stringMatching(/^could not remove .*; retrying in 60s$/)])
+
+    // A restart meanwhile: the leftover is logged, and the service starts all the same.
+    const restarted: string[] = []
+    await expect(new WorkspaceFolders(dir, { onError: (_error, context) => { restarted.push(context) } }).init()).resolves.toEqual([])
+    expect(restarted).toEqual([expect.stringMatching(/^could not remove /)])
+
+    // Once whatever held it lets go, the retry removes it.
+    execFileSync('umount', [mountPoint()])
+    vi.advanceTimersByTime(60_000)
+    await folders.drain()
+    expect(readdirSync(folders.trash)).toEqual([])
+    await folders.close()
   })
 })

@@ -1,9 +1,9 @@
 // AgentExecutor on its own: the real sandbox, the real fake CLI, real git workspaces, with the
 // collecting step held at a gate so a cancel or a timeout lands exactly while it runs.
-import { mkdirSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { runAgent } from '../src/agent/agent-run.ts'
 import { ProcessRecords } from '../src/agent/process-records.ts'
 import { Bubblewrap } from '../src/agent/sandbox.ts'
@@ -52,7 +52,7 @@ async function gatedExecutor () {
     maxOutputBytes: 1 << 20,
     workspaces,
   })
-  return { executor, collecting, release }
+  return { executor, collecting, release, repo }
 }
 
 describe('a run stopped while its changes are collected', () => {
@@ -71,6 +71,28 @@ describe('a run stopped while its changes are collected', () => {
       expect(done).toMatchObject({ status, error: { code, message: stop.message }, exit: { code: 0, signal: null }, result: { is_error: false, result: 'all done' } })
     })
   }
+})
+
+describe('a run stopped while its branch is pushed', () => {
+  it('ends cancelled, not push_failed, with the changes it collected', async () => {
+    const { executor, release, repo } = await gatedExecutor()
+    release()
+    // The base refuses to answer the push until the test lets it: the cancel lands inside `git push`.
+    const pushing = join(repo.origin, 'pushing')
+    const letGo = join(repo.origin, 'let-go')
+    const hook = join(repo.origin, 'hooks', 'pre-receive')
+    writeFileSync(hook, `#!/bin/sh\ntouch '${pushing}'\nwhile [ ! -e '${letGo}' ]; do sleep 0.05; done\nexit 1\n`)
+    chmodSync(hook, 0o755)
+    onTestFinished(() => { writeFileSync(letGo, '') })
+    const controller = new AbortController()
+    const outcome = executor.execute({ id: 'run-push', push: true, spec: { prompt: '[[fake write a.txt a]] [[fake text all done]]' } }, {}, controller.signal)
+    await vi.waitFor(() => { expect(existsSync(pushing)).toBe(true) })
+    const stop = new RunCancelledError('user')
+    controller.abort(stop)
+    const done = await outcome
+    expect(done).toMatchObject({ status: 'cancelled', error: { code: 'cancelled', message: stop.message }, exit: { code: 0, signal: null }, result: { result: 'all done' } })
+    expect(done.changes?.files.map(file => file.path)).toEqual(['a.txt'])
+  })
 })
 
 describe('a CLI started before its prompt is known', () => {

@@ -10,6 +10,7 @@ import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { AUTH, FAKE_CLAUDE, FAKE_CLAUDE_LIBS, finished, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
+import { serveGitHttp } from './helpers/git-http.ts'
 import { makeRepo, sh } from './helpers/repos.ts'
 import { getJobOver, json, post, refusedServer, SERVER, startServer } from './helpers/server.ts'
 
@@ -32,6 +33,22 @@ describe('an agent in its sandbox', () => {
     expect(search).toMatch(/^\$ grep [^\n]*\n\[exit 1\]$/)
     // Its PID namespace holds bwrap's init, the agent, and the shells it runs: a handful, never the host's.
     expect(Number(/\n(\d+)\n/.exec(count!)![1])).toBeLessThan(10)
+  })
+
+  it('is not root, and a chat completion\'s agent is held exactly as a job\'s', async () => {
+    const { app } = await makeApp()
+    // The service runs in this process: its environ is the one to reach for.
+    const attack = `[[fake sh id -u]] [[fake sh cat /proc/${process.pid}/environ]] [[fake sh ls -a / /home /workspace]]`
+    const job = await run(app, { prompt: attack })
+    const chat = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: AUTH, payload: { model: 'claude-code', messages: [{ role: 'user', content: attack }] } })
+    expect(chat.statusCode).toBe(200)
+    const seen = job.result!.text!
+    expect(seen).toContain('$ id -u\n1000\n[exit 0]')
+    expect(seen).toContain(`cat: /proc/${process.pid}/environ: No such file or directory`)
+    expect(seen).toContain('/home:\n.\n..\nagent\n')
+    expect(seen).not.toContain(TOKEN)
+    // The chat's agent saw the very same world: same user, same nothing, same folders.
+    expect(chat.json().choices[0].message.content).toBe(seen)
   })
 
   it('cannot read the base repository\'s config, anything else of WORKSPACE_ROOT, or the service\'s code', async () => {
@@ -292,6 +309,26 @@ describe('start-up', () => {
 })
 
 describe('credentials', () => {
+  it('to push with sit nowhere the agent can read, yet the push uses them', async () => {
+    const repo = makeRepo(await tempDir())
+    const token = 'push-token-5f3a9c'
+    const server = await serveGitHttp(repo.origin, 'ci', token)
+    const { app } = await makeApp({ baseRepo: server.url, baseRefreshSeconds: 0, allowPush: true })
+    await app.ctx.workspaces.ready
+    expect(app.ctx.workspaces.describe().state).toBe('ready')
+    // The pattern never spells the token, so neither the prompt nor the echoed command holds it.
+    const search = "grep -r -a -l -e 'push-tok[e]n' /workspace /home /tmp /run /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; echo searched"
+    const job = await run(app, { push: true, prompt: `[[fake write pushed.txt from-the-agent]] [[fake sh git config -l; git remote -v; ${search}]]` })
+    expect(job.status).toBe('completed')
+    const seen = job.result!.text!
+    expect(seen).toContain('searched')
+    expect(seen).not.toContain(token)
+    expect(seen).not.toContain('ci:')
+    expect(job.changes!.push).toEqual({ branch: `claude-runner/${job.job_id}`, commit: expect.stringMatching(/^[0-9a-f]{40}$/), remote: expect.stringContaining('http://***@127.0.0.1:') })
+    expect(sh(repo.origin, ['show', `refs/heads/claude-runner/${job.job_id}:pushed.txt`])).toBe('from-the-agent')
+    expect(JSON.stringify(job)).not.toContain(token)
+  })
+
   it('never show in /health, job errors or logs: a URL\'s userinfo becomes ***', async () => {
     const { createServer } = await import('node:http')
     // A dumb-HTTP "server" that advertises a ref whose object it cannot serve: git's error names the URL.
@@ -332,13 +369,22 @@ async function unprivileged () {
   const node = join(dir, 'node', 'bin', 'node')
   // This node may live in root's home (0700): a link elsewhere is one the user can reach.
   linkOrCopy(process.execPath, node)
-  // So may this checkout (CI clones wherever it likes): the same files, bound at a path the user
-  // can reach, give the service its code, node_modules and the fake CLI.
+  // So may this checkout (CI clones wherever it likes, `mktemp -d` makes it 0700): its entries,
+  // each bound into a folder the user can reach, give the service its code, node_modules and the
+  // fake CLI. Binding the checkout itself would bring its 0700 along.
   const checkout = fileURLToPath(new URL('..', import.meta.url))
   const app = join(dir, 'app')
   mkdirSync(app)
-  execFileSync('mount', ['--bind', checkout, app])
-  onTestFinished(() => { execFileSync('umount', ['-l', app]) })
+  for (const name of readdirSync(checkout)) {
+    const source = join(checkout, name)
+    const info = statSync(source)
+    if (name === '.git' || !(info.isDirectory() || info.isFile())) continue
+    const target = join(app, name)
+    if (info.isDirectory()) mkdirSync(target)
+    else writeFileSync(target, '')
+    execFileSync('mount', ['--bind', source, target])
+    onTestFinished(() => { execFileSync('umount', ['-l', target]) })
+  }
   const inApp = (path: string): string => join(app, relative(checkout, path))
   return {
     options: { uid, gid: uid, node, server: inApp(SERVER) },

@@ -162,9 +162,13 @@ export class AgentExecutor {
         const collected = await workspace.collect({ push: request.push === true && outcome.status === 'completed', jobId: request.id, signal: collectSignal, keep })
         const { changes } = collected
         tree = collected.kept
-        ended = changes?.push != null && 'error' in changes.push
-          ? { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
-          : { ...outcome, changes }
+        // Stopped during the push (git's abort comes back as a push error) or after collect's last
+        // git command: the job ends cancelled or timed out all the same, never push_failed.
+        ended = !abortedBefore && signal.aborted
+          ? { ...outcome, ...stoppedStatus(signal), changes }
+          : changes?.push != null && 'error' in changes.push
+            ? { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
+            : { ...outcome, changes }
       } catch (error) {
         tree = { reason: 'its workspace could not be collected' }
         if (!abortedBefore && signal.aborted) {
