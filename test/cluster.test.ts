@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -11,7 +12,7 @@ import type { RunHandle } from '../src/engine/types.ts'
 import { createRecord } from '../src/jobs/job.ts'
 import { tempDir, TOKEN } from './helpers/app.ts'
 import { redisEngineOptions } from './helpers/engine.ts'
-import { AgentProbe, expectAllGone } from './helpers/probe.ts'
+import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
 import { waitForPing } from './setup/redis.ts'
 import { getJobOver, json, post, startServer, type Server } from './helpers/server.ts'
 import { collectEvents } from './helpers/sse.ts'
@@ -26,11 +27,12 @@ const cluster = REDIS === '' ? describe.skip : describe
 const AUTH = { authorization: `Bearer ${TOKEN}` }
 const prefix = (): string => `c-${randomBytes(6).toString('hex')}`
 
-async function replica (cluster: string, instance: string, env: Record<string, string> = {}): Promise<Server> {
+/** A replica named `instance` (undefined: the default INSTANCE_ID). */
+async function replica (cluster: string, instance: string | undefined, env: Record<string, string> = {}): Promise<Server> {
   return startServer({
     REDIS_URL: REDIS,
     REDIS_PREFIX: cluster,
-    INSTANCE_ID: instance,
+    ...(instance === undefined ? {} : { INSTANCE_ID: instance }),
     WORKSPACE_ROOT: await tempDir(),
     REPLICA_TIMEOUT_SECONDS: '2',
     SHUTDOWN_GRACE_SECONDS: '0',
@@ -48,17 +50,25 @@ cluster('many replicas on one Redis', () => {
     const name = prefix()
     const probe = await AgentProbe.start()
     const a = await replica(name, 'replica-a')
-    const job = await json(post(a.url, { prompt: `${probe.directive} [[fake say working]]` }))
+    // A grandchild that ignores SIGTERM, started before the agent reports: only a kill of the whole group ends it.
+    const job = await json(post(a.url, { prompt: `[[fake grandchild]] ${probe.directive} [[fake say working]]` }))
     await probe.waitStarted(1)
+    const agent = probe.started[0]!.pid
+    const grandchildren = descendants(agent)
+    expect(grandchildren).toHaveLength(1)
+    const group = [agent, ...grandchildren]
     const b = await replica(name, 'replica-b')
     expect(await getJobOver(b.url, job.job_id)).toMatchObject({ job_id: job.job_id, status: 'running', agent: { instance: 'replica-a' } })
     const listed = await json(fetch(`${b.url}/jobs`, { headers: AUTH }))
     expect(listed.jobs.map((summary: { job_id: string }) => summary.job_id)).toEqual([job.job_id])
     const following = collectEvents(b.url, `/jobs/${job.job_id}/events`)
+    const asked = performance.now()
     const response = await cancel(b, job.job_id)
+    await expectAllGone(group)
+    // The issue's bound (KILL_GRACE_SECONDS=1 included), plus expectAllGone's 25 ms poll interval.
+    expect(performance.now() - asked).toBeLessThan(2000 + 25)
     expect(response.status).toBe(202)
     expect((await response.json()).cancel).toMatchObject({ reason: 'user' })
-    await expectAllGone([probe.started[0]!.pid])
     const { events } = await following
     expect(events.at(-1)).toMatchObject({ type: 'end', data: { status: 'cancelled', cancel: { reason: 'user' }, agent: { instance: 'replica-a' } } })
     const ids = events.map(event => event.id!)
@@ -93,6 +103,44 @@ cluster('many replicas on one Redis', () => {
     const done = await Promise.all(jobs.map(job => getJobOver(a.url, job.job_id, 30)))
     expect(done.map(job => job.status)).toEqual(Array(5).fill('completed'))
     expect(new Set(done.map(job => job.agent.instance))).toEqual(new Set(['replica-a', 'replica-b']))
+  })
+
+  it('shows the cluster\'s queue depth, running runs, capacity and replicas in /metrics of any replica', async () => {
+    const name = prefix()
+    const probe = await AgentProbe.start()
+    const [a, b] = await Promise.all([replica(name, 'replica-a'), replica(name, 'replica-b', { MAX_CONCURRENCY: '2' })])
+    for (let i = 0; i < 5; i++) await json(post(a.url, { prompt: `metered ${i} ${probe.directive}` }))
+    await probe.waitStarted(3)
+    const gauges = async (server: Server) => {
+      const text = await (await fetch(`${server.url}/metrics`, { headers: AUTH })).text()
+      return Object.fromEntries([...text.matchAll(/^claude_runner_(cluster_\w+) (\d+)$/gm)].map(match => [match[1], Number(match[2])]))
+    }
+    const cluster = { cluster_queue_depth: 2, cluster_active_runs: 3, cluster_capacity: 3, cluster_replicas: 2 }
+    // The numbers come from each replica's background refresh (about every second).
+    for (const server of [a, b]) await vi.waitFor(async () => expect(await gauges(server)).toEqual(cluster))
+    probe.release()
+  })
+
+  it('names a replica after its host plus a random suffix by default, in /health, the logs and the jobs it runs', async () => {
+    const name = prefix()
+    const [a, b] = await Promise.all([replica(name, undefined), replica(name, undefined)])
+    const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 48)
+    const [first, second] = [(await health(a)).engine.instance, (await health(b)).engine.instance]
+    // Two replicas on one host still get two names: the cluster counts them apart.
+    for (const instance of [first, second]) expect(instance).toMatch(new RegExp(`^${host.replaceAll('.', '\\.')}-[0-9a-f]{6}$`))
+    expect(first).not.toBe(second)
+    await vi.waitFor(async () => expect((await health(a)).cluster).toMatchObject({ replicas: 2 }))
+    const job = await json(post(a.url, { prompt: 'named' }))
+    const done = await getJobOver(a.url, job.job_id, 30)
+    expect(done).toMatchObject({ status: 'completed', agent: { instance: expect.stringMatching(/-[0-9a-f]{6}$/) } })
+    expect([first, second]).toContain(done.agent.instance)
+    // Every log line says which replica wrote it.
+    for (const [server, instance] of [[a, first], [b, second]] as const) {
+      expect(server.logs.length).toBeGreaterThan(0)
+      expect(server.logs.filter(line => line.instance !== instance)).toEqual([])
+    }
+    const ran = done.agent.instance === first ? a : b
+    await vi.waitFor(() => expect(ran.logs).toContainEqual(expect.objectContaining({ msg: 'job finished', jobId: job.job_id, instance: done.agent.instance })))
   })
 
   it('admits exactly MAX_QUEUE_DEPTH runs when many submissions race on two replicas', async () => {
@@ -135,10 +183,14 @@ cluster('many replicas on one Redis', () => {
     await probe.waitStarted(2)
     const waiting = await json(post(a.url, { prompt: 'waits' }))
     a.child.kill('SIGKILL')
+    const killed = performance.now()
     await a.exited
     // The agent dies with its replica (the sandbox's die-with-parent).
     await expectAllGone([probe.started[0]!.pid])
     const ended = await getJobOver(b.url, lost.job_id, 30)
+    // README: within REPLICA_TIMEOUT_SECONDS plus a sixth of it (the reaper's period): 2.33 s here.
+    // The slack is for two loaded cores: B's reaper pass, the script, the long poll's answer.
+    expect(performance.now() - killed).toBeLessThan(2000 + 2000 / 6 + 1000)
     expect(ended).toMatchObject({ status: 'failed', error: { code: 'worker_lost', message: expect.stringContaining('replica-a') }, agent: { instance: 'replica-a' } })
     // The dead replica leaves the cluster's numbers at the next background refresh.
     await vi.waitFor(async () => expect((await health(b)).cluster).toMatchObject({ replicas: 1, capacity: 1 }))
@@ -242,11 +294,19 @@ cluster('many replicas on one Redis', () => {
     const answer = await client.chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: 'hi [[fake text from the other replica]]' }] })
     expect(answer.choices[0]!.message.content).toBe('from the other replica')
     const controller = new AbortController()
-    const stream = client.chat.completions.create({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `${probe.directive} [[fake say partly]]` }] }, { signal: controller.signal })
+    // The agent streams a text, then blocks: what reaches the client came from B through A while B runs it.
+    const stream = await client.chat.completions.create({ model: 'haiku', stream: true, messages: [{ role: 'user', content: `[[fake say partly]] ${probe.directive}` }] }, { signal: controller.signal })
+    const chunks = stream[Symbol.asyncIterator]()
+    let streamed = ''
+    while (streamed !== 'partly') {
+      const next = await chunks.next()
+      if (next.done === true) throw new Error(`the stream ended after ${JSON.stringify(streamed)}`)
+      streamed += next.value.choices[0]?.delta.content ?? ''
+    }
     await probe.waitStarted(2)
     await vi.waitFor(async () => expect((await health(b)).active).toBe(1))
     controller.abort()
-    await stream.catch(() => {})
+    await chunks.return?.()
     await expectAllGone([probe.started[1]!.pid])
     await vi.waitFor(async () => expect((await health(b)).active).toBe(0))
     probe.release()

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import OpenAI, { PermissionDeniedError } from 'openai'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import type { AppDeps } from '../src/app.ts'
 import type { Config } from '../src/config.ts'
 import { appMaker, describeEngines, listen, makeApp, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe } from './helpers/probe.ts'
@@ -24,6 +25,7 @@ const METRICS = 'metrics-token-0123456789abcd'
 
 /** The fake CLI's recorded result reports this cost for every run. */
 const FAKE_COST = 0.049864
+const DAY_MS = 86_400_000
 
 type Limits = { max_running?: number, max_queued?: number, budget_usd_per_day?: number }
 
@@ -52,8 +54,8 @@ interface Client {
 }
 
 /** An app on `engine` with the tenants, listening on a port; requests as one token or another. */
-async function tenantApp (make: typeof makeApp, limits: { a?: Limits, b?: Limits } = {}, overrides: Partial<Config> = {}) {
-  const made = await make({ tenantsFile: await tenantsFile(limits), authTokens: [TOKEN], metricsToken: METRICS, ...overrides })
+async function tenantApp (make: typeof makeApp, limits: { a?: Limits, b?: Limits } = {}, overrides: Partial<Config> = {}, deps: AppDeps = {}) {
+  const made = await make({ tenantsFile: await tenantsFile(limits), authTokens: [TOKEN], metricsToken: METRICS, ...overrides }, deps)
   const url = await listen(made.app)
   const as: Client['as'] = token => {
     const headers = { authorization: `Bearer ${token}` }
@@ -196,9 +198,64 @@ describeEngines('tenants', engine => {
     expect((await (await as(A).get('/jobs')).json()).jobs).toHaveLength(2)
   })
 
+  it('max_running and max_queued hold for chat completions as for jobs: one waits at the cap, one more is refused, another tenant\'s starts', async () => {
+    const { as, finished, url } = await tenantApp(make, { a: { max_running: 1, max_queued: 1 } }, { maxConcurrency: 3 })
+    const [first, second, third] = [await AgentProbe.start(), await AgentProbe.start(), await AgentProbe.start()]
+    const chat = (token: string, content: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: token, maxRetries: 0 }).chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content }] })
+    const a1 = await as(A).job({ prompt: first.directive })
+    await first.waitStarted(1)
+    // A's chat waits behind A's running job: admitted, not started, two slots free.
+    const waiting = chat(A, `${second.directive} [[fake text the waiting chat]]`)
+    const queued = async () => (await (await fetch(`${url}/health`)).json()).queued as number
+    await vi.waitFor(async () => expect(await queued()).toBe(1))
+    // It fills A's max_queued: the next chat, and the next job, are refused.
+    await expect(chat(A, 'one too many')).rejects.toMatchObject({ status: 429, code: 'tenant_queue_full', type: 'rate_limit_error' })
+    const refused = await as(A).submit({ prompt: 'one too many' })
+    expect(refused.status).toBe(429)
+    expect((await refused.json()).error).toMatchObject({ code: 'tenant_queue_full', tenant: 'team-a', queued: 1, max_queued: 1 })
+    // B's chat, sent later, starts at once and answers while A's still waits.
+    const other = chat(B, `${third.directive} [[fake text the other tenant]]`)
+    await third.waitStarted(1)
+    third.release()
+    expect((await other).choices[0]!.message.content).toBe('the other tenant')
+    expect(second.started).toHaveLength(0)
+    expect(await queued()).toBe(1)
+    // A's job ends: its chat starts.
+    first.release()
+    expect((await finished(a1.job_id)).status).toBe('completed')
+    await second.waitStarted(1)
+    second.release()
+    expect((await waiting).choices[0]!.message.content).toBe('the waiting chat')
+  })
+
+  it('keeps a tenant\'s usage 90 days after its jobs are gone, and drops it after that', async () => {
+    let clock = Date.parse('2026-03-10T12:00:00.000Z')
+    const { as, finished } = await tenantApp(make, {}, { jobTtlSeconds: 3600 }, { now: () => clock })
+    const job = await as(A).job({ prompt: 'hi [[fake usage 100 20 30 40]]' })
+    expect((await finished(job.job_id)).status).toBe('completed')
+    const day = async () => {
+      const response = await as(A).get('/usage?from=2026-03-10&to=2026-03-10')
+      expect(response.status).toBe(200)
+      return (await response.json()).tenants[0].days[0] as Record<string, any>
+    }
+    const kept = { date: '2026-03-10', runs: { completed: 1, failed: 0, timed_out: 0, cancelled: 0 }, total_cost_usd: FAKE_COST, input_tokens: 100, output_tokens: 20, cache_read_input_tokens: 30, cache_creation_input_tokens: 40 }
+    expect(await day()).toMatchObject(kept)
+    // Past JOB_TTL_SECONDS the job is gone; its usage is not.
+    clock += 2 * 3600_000
+    expect((await as(A).get(`/jobs/${job.job_id}`)).status).toBe(404)
+    expect(await day()).toMatchObject(kept)
+    // The 90th day after is the last one it is kept; on the 91st it is gone, though nothing ran since.
+    clock += 90 * DAY_MS - 2 * 3600_000
+    expect(await day()).toMatchObject(kept)
+    clock += DAY_MS
+    expect(await day()).toMatchObject({ date: '2026-03-10', runs: { completed: 0, failed: 0, timed_out: 0, cancelled: 0 }, total_cost_usd: 0, input_tokens: 0 })
+  })
+
   it('budget_usd_per_day: once the CLI\'s reported cost reaches it, 429 budget_exceeded until midnight UTC, jobs and chats; running jobs go on', async () => {
-    // One fake run costs FAKE_COST, more than the budget: the first to end spends it.
-    const { as, finished, url } = await tenantApp(make, { a: { budget_usd_per_day: 0.04 } })
+    // One fake run costs FAKE_COST, more than the budget: the first to end spends it. The engines'
+    // clock is the test's (a run spanning midnight UTC would otherwise start a new budget day).
+    const clock = Date.parse('2026-03-10T23:00:00.000Z')
+    const { as, finished, url } = await tenantApp(make, { a: { budget_usd_per_day: 0.04 } }, {}, { now: () => clock })
     const [first, second] = [await AgentProbe.start(), await AgentProbe.start()]
     const a1 = await as(A).job({ prompt: first.directive })
     const a2 = await as(A).job({ prompt: second.directive })
@@ -208,13 +265,9 @@ describeEngines('tenants', engine => {
     expect((await finished(a1.job_id)).result.total_cost_usd).toBe(FAKE_COST)
 
     const refused = await as(A).submit({ prompt: 'over budget' })
-    const before = Date.now()
     expect(refused.status).toBe(429)
-    const midnight = new Date(before)
-    midnight.setUTCHours(24, 0, 0, 0)
-    const retryAfter = Number(refused.headers.get('retry-after'))
-    expect(retryAfter).toBeGreaterThanOrEqual(1)
-    expect(Math.abs(retryAfter - (midnight.getTime() - before) / 1000)).toBeLessThan(5)
+    // One hour to midnight UTC, by the engines' clock.
+    expect(refused.headers.get('retry-after')).toBe('3600')
     expect((await refused.json()).error).toMatchObject({ code: 'budget_exceeded', tenant: 'team-a', budget_usd_per_day: 0.04 })
     // A chat completion counts like a job.
     const chat = new OpenAI({ baseURL: `${url}/v1`, apiKey: A, maxRetries: 0 })
@@ -227,7 +280,10 @@ describeEngines('tenants', engine => {
   })
 
   it('GET /usage: per UTC day, sums equal to the runs that ended; the caller\'s tenant, every tenant for an admin', async () => {
-    const { as, finished, url } = await tenantApp(make)
+    // The engines' clock is the test's: on the real one a run spanning midnight UTC lands on another day.
+    // It ticks (run times are not all 0) and is far from the next day for the calls the test makes.
+    let clock = Date.parse('2026-03-10T23:00:00.000Z')
+    const { as, finished, url } = await tenantApp(make, {}, {}, { now: () => ++clock })
     const jobs = [
       await as(A).job({ prompt: 'hi [[fake usage 100 20 30 40]]' }),
       await as(A).job({ prompt: 'again [[fake usage 7 3 0 1]]' }),
@@ -238,7 +294,7 @@ describeEngines('tenants', engine => {
     const chat = await new OpenAI({ baseURL: `${url}/v1`, apiKey: A, maxRetries: 0 }).chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: 'hi [[fake usage 11 1 0 0]]' }] })
     expect(chat.usage?.completion_tokens).toBe(1)
 
-    const today = new Date().toISOString().slice(0, 10)
+    const today = '2026-03-10'
     const usage = async (token: string, query = '') => {
       const response = await as(token).get(`/usage${query}`)
       expect(response.status, await response.clone().text()).toBe(200)

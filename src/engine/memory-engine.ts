@@ -26,7 +26,7 @@ const SWEEP_MS = 30_000
 
 /** Everything in this process's memory: the embedded default, no Redis needed. */
 export function createMemoryEngine (options: EngineOptions): Engine {
-  const usage = new MemoryUsageLedger()
+  const usage = new MemoryUsageLedger(options.now)
   const store = new MemoryJobStore({
     ttlMs: options.ttlMs,
     maxFinished: options.maxFinished,

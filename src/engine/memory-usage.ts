@@ -25,9 +25,21 @@ export function daysBetween (from: string, to: string): string[] {
   return days
 }
 
-/** Usage per tenant and UTC day, in memory; days older than 90 go. */
+/** The oldest UTC day still kept at `now`: usage is kept USAGE_KEEP_DAYS days, by either engine. */
+export const oldestKept = (now: number): string => utcDate(now - USAGE_KEEP_DAYS * DAY_MS)
+
+/**
+ * Usage per tenant and UTC day, in memory; days older than 90 go. They are dropped on every read
+ * and whenever a day begins for any tenant, so a tenant that stops running anything reads the same
+ * as on the Redis engine (where each day's hash expires) and its old days do not stay for ever.
+ */
 export class MemoryUsageLedger implements UsageLedger {
   readonly #days = new Map<string, Map<string, UsageDay>>()
+  readonly #now: () => number
+
+  constructor (now: () => number) {
+    this.#now = now
+  }
 
   add (tenant: string, at: number, delta: UsageDelta): void {
     const date = utcDate(at)
@@ -36,8 +48,7 @@ export class MemoryUsageLedger implements UsageLedger {
     let day = days.get(date)
     if (day === undefined) {
       days.set(date, day = emptyDay(date))
-      const oldest = utcDate(at - USAGE_KEEP_DAYS * DAY_MS)
-      for (const key of days.keys()) if (key < oldest) days.delete(key)
+      this.#prune(at)
     }
     day.runs[delta.status]++
     day.total_cost_usd += delta.total_cost_usd
@@ -54,11 +65,18 @@ export class MemoryUsageLedger implements UsageLedger {
   }
 
   async days (tenants: readonly string[] | undefined, from: string, to: string): Promise<Array<{ tenant: string, days: UsageDay[] }>> {
+    this.#prune(this.#now())
     const dates = daysBetween(from, to)
     const names = tenants ?? [...this.#days.keys()].sort()
     return names.map(tenant => ({
       tenant,
       days: dates.map(date => structuredClone(this.#days.get(tenant)?.get(date) ?? emptyDay(date))),
     }))
+  }
+
+  /** A tenant stays listed with no days left, as in the Redis engine's set of tenants. */
+  #prune (now: number): void {
+    const oldest = oldestKept(now)
+    for (const days of this.#days.values()) for (const key of days.keys()) if (key < oldest) days.delete(key)
   }
 }

@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import { ConfigError } from '../config.ts'
 import { AppError } from '../errors.ts'
 
 /**
@@ -8,19 +9,25 @@ import { AppError } from '../errors.ts'
 export function redisOptions (url: string): RedisOptions {
   if (url.startsWith('unix://')) {
     const parsed = new URL(url)
-    const db = Number(parsed.searchParams.get('db') ?? 0)
+    const db = database(url, parsed.searchParams.get('db') ?? '0')
     return { path: decodeURIComponent(parsed.pathname), db, ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}) }
   }
   const parsed = new URL(url)
-  const db = parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0
+  const db = database(url, parsed.pathname.length > 1 ? parsed.pathname.slice(1) : '0')
   return {
     host: parsed.hostname.replace(/^\[|\]$/g, ''),
     port: parsed.port === '' ? 6379 : Number(parsed.port),
-    db: Number.isInteger(db) ? db : 0,
+    db,
     ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
     ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
     ...(parsed.protocol === 'rediss:' ? { tls: { servername: parsed.hostname } } : {}),
   }
+}
+
+/** A typo in the database would otherwise put the service's keys, silently, in database 0. */
+function database (url: string, raw: string): number {
+  if (!/^\d{1,5}$/.test(raw)) throw new ConfigError(`REDIS_URL ${redactRedisUrl(url)}: the database must be a number (0, 1, ...), got ${JSON.stringify(raw)}`)
+  return Number(raw)
 }
 
 /** A URL fit for logs and /health: the password is never shown. */

@@ -142,7 +142,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<E
     store,
     queue,
     events,
-    usage: new RedisUsageLedger(command, prefix),
+    usage: new RedisUsageLedger(command, prefix, now),
     callbacks: {
       claim: async leaseMs => (await commandScripts.webhookClaim(now(), leaseMs) as string | null) ?? undefined,
       record: async (id, attempt, done, nextDueAt) => {
