@@ -248,7 +248,8 @@ describe('JsonSchemaChecker', () => {
   const heavy = { type: 'object', anyOf: Array.from({ length: 2000 }, (_, i) => ({ required: [`x${i}`] })) }
 
   it('compiles off the event loop', async () => {
-    const checker = new JsonSchemaChecker()
+    // A bound far past the compile's time even on a loaded machine: this test is about the loop.
+    const checker = new JsonSchemaChecker({ timeoutMs: 60_000 })
     let settled = false
     const checked = checker.problem(heavy).then(problem => { settled = true; return problem })
     // An in-thread compile of this schema holds the loop for hundreds of milliseconds.

@@ -137,7 +137,12 @@ export class JobService {
    * process group sent SIGTERM (SIGKILL after the grace period) and becomes `cancelled` when it has
    * exited.
    */
-  async cancel (id: string, caller: Caller): Promise<RunRecord> {
+  /**
+   * `stopping`: the run's agent was signalled (202) rather than the run taken off the queue (200).
+   * Decided by what the cancel found, not by the record read afterwards: with Redis the run's
+   * replica may have ended it as cancelled before that read.
+   */
+  async cancel (id: string, caller: Caller): Promise<{ record: RunRecord, stopping: boolean }> {
     const { engine, now, logger } = this.#options
     const record = await this.find(id, caller)
     if (isTerminal(record.status)) throw jobFinished(record)
@@ -146,7 +151,7 @@ export class JobService {
     const current = (await engine.store.get(id)) ?? record
     if (found === 'unknown' && isTerminal(current.status)) throw jobFinished(current)
     if (!isTerminal(current.status)) current.cancel ??= { requestedAt: now(), reason: 'user' }
-    return current
+    return { record: current, stopping: found === 'signalled' || (found === 'unknown' && !isTerminal(current.status)) }
   }
 
   /** Resolves when the job is terminal or after `ms`, whichever comes first. */

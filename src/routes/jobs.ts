@@ -179,8 +179,8 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
       response: { 200: JobView, 202: JobView, 404: ErrorBody, 409: ErrorBody },
     },
   }, async (request, reply) => {
-    const record = await jobs.cancel(request.params.id, request.caller)
-    void reply.code(isTerminal(record.status) ? 200 : 202)
+    const { record, stopping } = await jobs.cancel(request.params.id, request.caller)
+    void reply.code(stopping ? 202 : 200)
     return view(record)
   })
 
