@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page, PageScreenshotOptions } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest'
 import type { Config } from '../src/config.ts'
-import { AUTH, finished, listen, makeApp, record, submit, tempDir, TOKEN } from './helpers/app.ts'
+import * as format from '../ui/format.js'
+import { AUTH, engineConfig, finished, listen, makeApp, record, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { launchBrowser, signIn, watchedPage, type BrowserName, type PageProblems } from './helpers/browser.ts'
 import { AgentProbe } from './helpers/probe.ts'
 import { makeRepo } from './helpers/repos.ts'
@@ -375,6 +376,159 @@ describe.each(BROWSERS)('the dashboard in %s', name => {
     await page.locator('#answer').waitFor()
     expect(await overflow()).toBe(0)
     await screenshot(page, 'dashboard-phone.png')
+    expect(problems.all).toEqual([])
+  })
+
+  it('shows the slots in use against MAX_CONCURRENCY, and each job\'s phase, age and duration as they move', async () => {
+    const { app, session: { base, page, problems } } = await open({ maxConcurrency: 2 })
+    const probe = await AgentProbe.start()
+    const done = await finished(app, (await submit(app, { prompt: 'Ended already\n[[fake sleep 30]]' })).job_id)
+    const running = await submit(app, { prompt: `Held at the probe ${probe.directive}` })
+    const also = await submit(app, { prompt: `Held too ${probe.directive}` })
+    await probe.waitStarted(2)
+    const waiting = await submit(app, { prompt: 'Waits for a slot' })
+    onTestFinished(() => probe.release())
+
+    // The page's clock, so that ages and running durations can be moved on without waiting for them.
+    await page.clock.install()
+    await signIn(page, base, TOKEN)
+    await row(page, waiting.job_id).waitFor()
+    const slots = page.locator('.stat', { hasText: 'Running' })
+    expect(await slots.locator('span', { has: page.locator('#stat-active') }).textContent()).toBe('2 / 2')
+    expect(await slots.locator('meter').evaluate(meter => [(meter as HTMLMeterElement).value, (meter as HTMLMeterElement).max])).toEqual([2, 2])
+    const cell = (id: string, label: string) => row(page, id).locator(`td[data-label="${label}"]`)
+    expect(await cell(done.job_id, 'Phase').textContent()).toBe('finished')
+    expect(await cell(running.job_id, 'Phase').textContent()).toBe('running')
+    expect(await cell(also.job_id, 'Phase').textContent()).toBe('running')
+    expect(await cell(waiting.job_id, 'Phase').textContent()).toBe('queued')
+    expect(await cell(done.job_id, 'Duration').textContent()).toBe(format.duration(done.run_ms))
+    expect(done.run_ms).toBeGreaterThanOrEqual(30)
+    expect(await cell(waiting.job_id, 'Duration').textContent()).toBe('—')
+    expect(await cell(waiting.job_id, 'Age').textContent()).toBe('just now')
+    expect(await cell(running.job_id, 'Duration').textContent()).toMatch(/^\d+(\.\d)? (ms|s)$/)
+
+    // An hour and a half later, by the page's clock: ages and the running jobs' durations have moved
+    // on; an ended job's duration has not.
+    await page.clock.fastForward('01:30:00')
+    await eventually(() => cell(waiting.job_id, 'Age').textContent()).toBe('1 h ago')
+    expect(await cell(done.job_id, 'Age').textContent()).toBe('1 h ago')
+    expect(await cell(running.job_id, 'Duration').textContent()).toBe('1 h 30 min')
+    expect(await cell(done.job_id, 'Duration').textContent()).toBe(format.duration(done.run_ms))
+    expect(await cell(waiting.job_id, 'Duration').textContent()).toBe('—')
+    expect(await page.locator('#stat-replicas').count()).toBe(0)
+    expect(problems.all).toEqual([])
+  })
+
+  it.skipIf(inject('redisUrl') === '')('shows the cluster: its replicas and the capacity of them all (Redis engine)', async () => {
+    const cluster = engineConfig('redis')
+    const { app, session: { base, page, problems } } = await open({ ...cluster, maxConcurrency: 2 })
+    await signIn(page, base, TOKEN)
+    await eventually(() => page.locator('.stat', { hasText: 'Running' }).textContent()).toBe('Running0 / 2')
+    expect(await page.locator('#stat-replicas').count()).toBe(0)
+
+    // A second replica on the same Redis and prefix: the page adds its slots and counts it.
+    await makeApp({ ...cluster, maxConcurrency: 3 })
+    await eventually(() => page.locator('#stat-replicas').textContent()).toBe('2')
+    await eventually(() => page.locator('.stat', { hasText: 'Running' }).textContent()).toBe('Running0 / 5')
+    const probe = await AgentProbe.start()
+    onTestFinished(() => probe.release())
+    await submit(app, { prompt: `Held at the probe ${probe.directive}` })
+    await probe.waitStarted(1)
+    await eventually(() => page.locator('.stat', { hasText: 'Running' }).textContent()).toBe('Running1 / 5')
+    expect(problems.all).toEqual([])
+  })
+
+  it('shows a job\'s timeline with its timings, its retries, its cost and tokens, and its structured output', async () => {
+    const { app, session: { base, page, problems } } = await open()
+    const verdict = { verdict: 'pass', findings: [{ file: 'src/parser.ts', line: 12, note: 'keeps the error codes' }] }
+    const schema = {
+      type: 'object',
+      required: ['verdict', 'findings'],
+      properties: { verdict: { enum: ['pass', 'fail'] }, findings: { type: 'array' } },
+    }
+    const job = await submit(app, {
+      prompt: `Review the parser\n[[fake retry 2]] [[fake sleep 40]] [[fake usage 1200 345 5000 600]] [[fake structured ${JSON.stringify(verdict)}]]`,
+      json_schema: schema,
+    })
+    const done = await finished(app, job.job_id)
+    expect(done).toMatchObject({ status: 'completed', result: { structured_output: verdict } })
+
+    await signIn(page, base, TOKEN, `#/jobs/${job.job_id}`)
+    await page.locator('#structured-output').waitFor()
+    expect(await page.locator('#structured-output').textContent()).toBe(JSON.stringify(verdict, null, 2))
+
+    // Each step with how long it took, as the job's JSON measured it.
+    const time = (step: string) => page.locator(`.step[data-step="${step}"] .step-time`).textContent()
+    expect(await time('queued')).toBe(format.duration(done.queue_wait_ms))
+    for (const phase of ['preparing', 'running', 'collecting'] as const) {
+      expect(done.phase_ms[phase], phase).toBeTypeOf('number')
+      expect(await time(phase), phase).toBe(format.duration(done.phase_ms[phase]))
+    }
+    expect(done.phase_ms.running).toBeGreaterThanOrEqual(40)
+    expect(await time('completed')).toBe(`${format.time(done.finished_at)} · ${format.duration(done.run_ms)} in all`)
+    expect(await page.locator('.step').evaluateAll(steps => steps.map(step => step.className))).toEqual([
+      'step done', 'step done', 'step done', 'step done', 'step done end completed',
+    ])
+
+    // The CLI's retries of a failed API call, as they were logged.
+    await page.locator('.event.api_retry').nth(1).waitFor()
+    expect(await page.locator('.event.api_retry .event-body').allTextContents()).toEqual([
+      'API call failed (500 server_error); attempt 1 of 2 in 569 ms',
+      'API call failed (500 server_error); attempt 2 of 2 in 569 ms',
+    ])
+    expect(await page.locator('.event.api_retry .event-label').first().textContent()).toBe('retry')
+
+    const fields = Object.fromEntries(await page.locator('.result dl.fields > div').evaluateAll(rows => rows.map(div => [div.querySelector('dt')?.textContent, div.querySelector('dd')?.textContent])))
+    expect(fields).toMatchObject({
+      Cost: format.cost(done.result!.total_cost_usd),
+      Turns: '2',
+      'Input tokens': '1,200',
+      'Output tokens': '345',
+      'Cache read': '5,000',
+      'Cache write': '600',
+      'Agent time': format.duration(done.result!.duration_ms),
+      Outcome: expect.stringMatching(/^success/),
+    })
+    expect(fields.Cost).toMatch(/^\$\d/)
+    expect(problems.all).toEqual([])
+  })
+
+  it('submits the agent and the ref from the form, and marks the field the service refused', async () => {
+    const repo = makeRepo(await tempDir())
+    const { app, session: { base, page, problems } } = await open({ baseRepo: repo.origin, baseRefreshSeconds: 0 })
+    const probe = await AgentProbe.start()
+    onTestFinished(() => probe.release())
+    await signIn(page, base, TOKEN, '#/new')
+
+    // A ref the service refuses before it accepts anything: the Ref field is marked and says why.
+    await page.getByLabel('Prompt').fill('Show the feature')
+    await page.getByLabel('Ref').fill('refs/heads/feature')
+    await page.getByRole('button', { name: 'Submit' }).click()
+    await eventually(() => page.locator('#submit-error').textContent()).toContain('send "feature", not "refs/heads/feature"')
+    expect(await page.getByLabel('Ref').getAttribute('aria-invalid')).toBe('true')
+    expect(await page.getByLabel('Agent').getAttribute('aria-invalid')).toBeNull()
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('ref-input')
+    expect(problems.all.splice(0)).toEqual(refusedLog(400))
+    expect((await app.inject({ method: 'GET', url: '/jobs', headers: AUTH })).json().jobs).toEqual([])
+
+    await page.getByLabel('Prompt').fill(`Show the feature ${probe.directive} [[fake check-agent]] [[fake sh cat feature.txt]]`)
+    await page.getByLabel('Agent').fill('Explore')
+    await page.getByLabel('Ref').fill('feature')
+    await page.getByRole('button', { name: 'Submit' }).click()
+    await page.waitForURL(/#\/jobs\//)
+    const id = jobIdOf(page)
+    await probe.waitStarted(1)
+    expect(probe.started[0]!.argv).toContain('--agent=Explore')
+    probe.release()
+    const done = await finished(app, id)
+    expect(done).toMatchObject({ status: 'completed', request: { agent: 'Explore', ref: 'feature' } })
+    // The agent started from the branch asked for, not from BASE_REF (main has no feature.txt).
+    expect(done.changes?.base_commit).toBe(repo.commits.feature)
+    expect(done.result?.text).toContain('\nfeature work\n')
+
+    await page.locator('#answer').waitFor()
+    const fields = Object.fromEntries(await page.locator('.request dl.fields > div').evaluateAll(rows => rows.map(div => [div.querySelector('dt')?.textContent, div.querySelector('dd')?.textContent])))
+    expect(fields).toMatchObject({ Agent: 'Explore', Ref: 'feature' })
     expect(problems.all).toEqual([])
   })
 })
