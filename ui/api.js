@@ -15,6 +15,8 @@
  */
 
 const TOKEN_KEY = 'claude-runner.token'
+/** A browser clock this close to the service's is taken as right: the Date header counts whole seconds. */
+const CLOCK_TOLERANCE_MS = 2000
 
 /** An error answer of the API: `{error: {code, message, field?}}` and its status. */
 export class ApiError extends Error {
@@ -42,6 +44,7 @@ export const session = {
 export class Api {
   #token
   #onUnauthorized
+  #clockSkewMs = 0
 
   /**
    * @param {string} token
@@ -53,6 +56,21 @@ export class Api {
   }
 
   get token () { return this.#token }
+
+  /**
+   * Now, by the service's clock: ages and running times are measured from the service's timestamps,
+   * and a browser whose clock is off by minutes would show them off by as much (or below zero).
+   */
+  now () { return Date.now() + this.#clockSkewMs }
+
+  /** @param {Response} response */
+  #learnClock (response) {
+    const date = Date.parse(response.headers.get('date') ?? '')
+    if (!Number.isFinite(date)) return
+    // The service read its clock somewhere in the second the header names.
+    const skew = date + 500 - Date.now()
+    this.#clockSkewMs = Math.abs(skew) > CLOCK_TOLERANCE_MS ? skew : 0
+  }
 
   /** For requests made without this class (the event stream) that were refused with 401. */
   refused () { this.#onUnauthorized() }
@@ -73,6 +91,7 @@ export class Api {
       signal: options.signal,
       cache: 'no-store',
     })
+    this.#learnClock(response)
     if (response.status === 401) this.#onUnauthorized()
     if (!response.ok) {
       const body = await response.json().catch(() => undefined)
@@ -125,6 +144,7 @@ export class Api {
    */
   async health (signal) {
     const response = await fetch('/health', { signal, cache: 'no-store' })
+    this.#learnClock(response)
     if (!response.ok && response.status !== 503) throw new ApiError(response.status, undefined)
     return response.json()
   }

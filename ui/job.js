@@ -180,9 +180,9 @@ export function jobView ({ api, confirm }, id) {
 
   function tick () {
     if (job === undefined) return
-    const now = Date.now()
+    const now = api.now()
     for (const element of timeline.querySelectorAll('[data-since]')) {
-      element.textContent = format.duration(now - Date.parse(/** @type {HTMLElement} */ (element).dataset.since ?? ''))
+      element.textContent = format.duration(Math.max(0, now - Date.parse(/** @type {HTMLElement} */ (element).dataset.since ?? '')))
     }
   }
 

@@ -69,6 +69,13 @@ export function overviewView ({ api, navigate }, query) {
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let timer
 
+  /** Ages and running durations move on between polls. */
+  function tick () {
+    const now = api.now()
+    for (const node of element.querySelectorAll('[data-age]')) node.textContent = format.age(/** @type {HTMLElement} */ (node).dataset.age ?? '', now)
+    for (const node of element.querySelectorAll('[data-since]')) node.textContent = format.duration(Math.max(0, now - Date.parse(/** @type {HTMLElement} */ (node).dataset.since ?? '')))
+  }
+
   async function poll () {
     try {
       const [page, health] = await Promise.all([
@@ -171,13 +178,6 @@ function row (job, tenants) {
     h('td', { 'data-label': 'Model' }, job.model ?? '—'),
     tenants ? h('td', { 'data-label': 'Tenant' }, job.tenant ?? '—') : null
   )
-}
-
-/** Ages and running durations move on between polls. */
-function tick () {
-  const now = Date.now()
-  for (const element of document.querySelectorAll('[data-age]')) element.textContent = format.age(/** @type {HTMLElement} */ (element).dataset.age ?? '', now)
-  for (const element of document.querySelectorAll('[data-since]')) element.textContent = format.duration(now - Date.parse(/** @type {HTMLElement} */ (element).dataset.since ?? ''))
 }
 
 /**

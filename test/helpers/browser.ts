@@ -1,9 +1,15 @@
 /// <reference lib="dom" />
 // Code passed to page.evaluate runs in the page: it is typed against the DOM.
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { fileURLToPath } from 'node:url'
+import { chromium, firefox, type Browser, type BrowserContext, type Page } from 'playwright-core'
 
 /** Debian's Chromium (apt, installed by ./dev test); playwright-core never downloads a browser. */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+/** Debian's Firefox ESR (apt, installed by ./dev test), started through the relay in firefox-bidi.mjs. */
+export const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr'
+const FIREFOX_BIDI = fileURLToPath(new URL('./firefox-bidi.mjs', import.meta.url))
+
+export type BrowserName = 'chromium' | 'firefox'
 
 /**
  * Headless, with the background traffic of a desktop browser off: this machine reaches no network
@@ -18,12 +24,31 @@ export function launchChromium (): Promise<Browser> {
   })
 }
 
+/**
+ * Stock Firefox, driven over WebDriver BiDi (playwright-core's `moz-firefox` channel): Playwright's
+ * own `firefox` needs its patched build, which this machine cannot download.
+ */
+export function launchFirefox (): Promise<Browser> {
+  return firefox.launch({
+    channel: 'moz-firefox',
+    executablePath: FIREFOX_BIDI,
+    headless: true,
+  })
+}
+
+export function launchBrowser (name: BrowserName): Promise<Browser> {
+  return name === 'chromium' ? launchChromium() : launchFirefox()
+}
+
 export interface PageProblems {
   /** console.error lines, uncaught exceptions, failed requests, CSP violations, dialogs opened. */
   all: string[]
   dialogs: string[]
   violations: string[]
 }
+
+/** How Chromium and Firefox name a request the page itself abandoned. */
+const ABORTED = new Set(['net::ERR_ABORTED', 'NS_BINDING_ABORTED'])
 
 /**
  * A page whose every problem is recorded: anything the page logs as an error, throws, fails to
@@ -46,7 +71,7 @@ export async function watchedPage (context: BrowserContext): Promise<{ page: Pag
   page.on('pageerror', error => problems.all.push(`pageerror: ${error.message}`))
   page.on('requestfailed', request => {
     // A page left while its event stream is open aborts that request; that is no problem.
-    if (request.failure()?.errorText !== 'net::ERR_ABORTED') problems.all.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`)
+    if (!ABORTED.has(request.failure()?.errorText ?? '')) problems.all.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`)
   })
   page.on('dialog', dialog => {
     problems.dialogs.push(`${dialog.type()}: ${dialog.message()}`)
