@@ -255,15 +255,10 @@ export interface UsageDelta {
   agent_seconds: number
 }
 
-export interface UsageDay {
+/** A tenant's day: the runs that ended by status, and the sums of what they spent. */
+export interface UsageDay extends Omit<UsageDelta, 'status'> {
   date: string
   runs: Record<TerminalStatus, number>
-  total_cost_usd: number
-  input_tokens: number
-  output_tokens: number
-  cache_read_input_tokens: number
-  cache_creation_input_tokens: number
-  agent_seconds: number
 }
 
 /** Per tenant and UTC day, kept 90 days whatever happens to the runs themselves. */
