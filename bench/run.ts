@@ -12,7 +12,9 @@ import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { execa } from 'execa'
 import { pino } from 'pino'
+import { buildCliArgs } from '../src/agent/cli-args.ts'
 import { Bubblewrap, type RunPaths } from '../src/agent/sandbox.ts'
+import { initializeRequest, userMessage } from '../src/agent/stream-json.ts'
 import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
 import { WorkspaceFolders } from '../src/workspace/workspace.ts'
 import { AUTH, cpuMs, fixture, json, machine, pinTo, round, startBareFastify, startService, stats, wallNow, type Stats } from './lib.ts'
@@ -27,7 +29,9 @@ const dir = (name: string): string => {
   return path
 }
 const log = (message: string): void => { process.stderr.write(`bench: ${message}\n`) }
-const CLI_ARGS = ['-p', '--output-format=stream-json', '--verbose']
+// The floors run a CLI as the service does: its argv, its stream-json handshake and prompt on stdin.
+const CLI_ARGS = buildCliArgs({ prompt: '' })
+const input = (prompt: string): string => initializeRequest('claude-runner-bench') + userMessage(prompt)
 
 // --- 1. HTTP ----------------------------------------------------------------------------------
 // autocannon runs in this process. On a machine of a few cores it and the servers fight for them
@@ -112,7 +116,7 @@ async function jobs () {
     // Direct spawns and jobs take turns, so a slower moment of the machine hits both alike.
     for (let i = 0; i < n + 5; i++) {
       let t0 = wallNow()
-      const result = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+      const result = await execa(noop, CLI_ARGS, { input: input('bench'), cwd: scratch })
       let t1 = wallNow()
       const started = Number(JSON.parse(result.stdout.trim().split('\n').at(-1)!).result)
       if (i >= 5) {
@@ -170,7 +174,7 @@ async function sandbox () {
   try {
     for (let i = 0; i < n + 5; i++) {
       let t0 = wallNow()
-      const plain = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+      const plain = await execa(noop, CLI_ARGS, { input: input('bench'), cwd: scratch })
       const direct = [started(plain.stdout) - t0, wallNow() - t0]
       const runDir = dir(`sandbox-run-${i}`)
       const paths: RunPaths = { workspace: join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
@@ -178,7 +182,7 @@ async function sandbox () {
       t0 = wallNow()
       const command = await bwrap.command({ paths, mounts: [], bin: noop, args: CLI_ARGS, env })
       if ('error' in command) throw new Error(command.error.message)
-      const boxed = await execa(command.bin, command.args, { input: 'bench', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+      const boxed = await execa(command.bin, command.args, { input: input('bench'), cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
       const directBwrap = [started(boxed.stdout) - t0, wallNow() - t0]
       rmSync(runDir, { recursive: true, force: true })
       const serviceOff = await viaService(off.url)
@@ -218,7 +222,7 @@ async function scale () {
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
       next++
-      await execa(fast, CLI_ARGS, { input: 'bench', cwd: scratch })
+      await execa(fast, CLI_ARGS, { input: input('bench'), cwd: scratch })
     }
   }))
   const floorRate = total / ((performance.now() - floorStart) / 1000)
@@ -300,7 +304,7 @@ async function stream () {
   const cli = fixture('stream-claude.mjs')
   const floor: number[] = []
   for (let i = 0; i < streams; i++) {
-    const child = execa(cli, CLI_ARGS, { input: 'bench', env: { BENCH_DELTAS: String(deltas) }, buffer: false })
+    const child = execa(cli, CLI_ARGS, { input: input('bench'), env: { BENCH_DELTAS: String(deltas) }, buffer: false })
     let buffer = ''
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       const now = wallNow()
@@ -460,7 +464,7 @@ async function cli () {
   const shared = dir('cli-shared')
   const runOnce = async (env: Record<string, string>) => {
     const t0 = performance.now()
-    await execa(claude, CLI_ARGS, { input: 'say ok', cwd, env, extendEnv: false })
+    await execa(claude, CLI_ARGS, { input: input('say ok'), cwd, env, extendEnv: false })
     return performance.now() - t0
   }
   // The same run in the sandbox the service gives it (fresh folders, bwrap).
@@ -472,7 +476,7 @@ async function cli () {
     const t0 = performance.now()
     const command = await bwrap.command({ paths, mounts: [], bin: claude, args: CLI_ARGS, env: base })
     if ('error' in command) throw new Error(command.error.message)
-    await execa(command.bin, command.args, { input: 'say ok', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+    await execa(command.bin, command.args, { input: input('say ok'), cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
     return performance.now() - t0
   }
   const n = quick ? 3 : 10

@@ -92,12 +92,13 @@ describe('the real Claude Code CLI', () => {
     expect(job.result!.text).toBe('REVIEWED: looks fine')
   })
 
-  it('fails a job whose agent does not exist with the CLI\'s message, before any API call', async () => {
+  it('fails a job whose agent does not exist, naming the agents there are, before any API call', async () => {
     const { app, stub } = await realApp(() => ({ text: 'unused' }))
     const job = await run(app, { prompt: 'hi', agent: 'no-such-agent' })
-    expect(job.status).toBe('failed')
-    expect(job.error!.message).toContain("'no-such-agent' not found")
-    expect(job.exit).toEqual({ code: 1, signal: null })
+    // With stream-json input the CLI would run its default agent instead: the service refuses,
+    // from the agents the CLI listed in its handshake, and closes its stdin with no prompt.
+    expect(job).toMatchObject({ status: 'failed', error: { code: 'unknown_agent', message: "agent 'no-such-agent' not found. Available agents: claude, Explore, general-purpose, Plan, statusline-setup" } })
+    expect(job.exit).toEqual({ code: 0, signal: null })
     expect(stub.calls).toHaveLength(0)
   })
 
