@@ -92,6 +92,10 @@ const settings = {
   maxFinishedJobs: { env: 'MAX_FINISHED_JOBS', default: 1000, parse: integer(1, 10_000_000) },
   maxRetainedBytes: { env: 'MAX_RETAINED_BYTES', default: 256 * MiB, parse: integer(MiB, 64 * 1024 * MiB) },
   claudeBin: { env: 'CLAUDE_BIN', default: 'claude', parse: string() },
+  // Two: one for the default job, one for the most recent other argument set (e.g. the chat
+  // completions'); each costs ~150 MB while it waits (and, with BASE_REPO, a checkout on disk).
+  warmAgents: { env: 'WARM_AGENTS', default: 2, parse: integer(0, 100) },
+  warmAgentMaxIdleSeconds: { env: 'WARM_AGENT_MAX_IDLE_SECONDS', default: 600, parse: seconds(1, 7 * 24 * 3600) },
   sandbox: { env: 'SANDBOX', default: 'bwrap' as (typeof SANDBOX_MODES)[number], parse: oneOf(SANDBOX_MODES) },
   sandboxReadOnly: {
     env: 'SANDBOX_READ_ONLY',

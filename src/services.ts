@@ -3,6 +3,7 @@ import packageJson from '../package.json' with { type: 'json' }
 import { AgentControls } from './agent/agent-controls.ts'
 import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
+import type { AgentSpec } from './agent/cli-args.ts'
 import { JsonSchemaChecker } from './agent/json-schema-check.ts'
 import { McpProfiles } from './agent/mcp-profiles.ts'
 import { ProcessRecords } from './agent/process-records.ts'
@@ -18,6 +19,7 @@ import { WebhookSender } from './jobs/webhooks.ts'
 import { Metrics } from './metrics.ts'
 import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
+import { WarmPool } from './runner/warm-pool.ts'
 import { toJobView } from './schemas/job.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { InstanceLock } from './workspace/instance-lock.ts'
@@ -42,6 +44,8 @@ export interface Services {
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
   sandbox: Sandbox
+  /** The CLIs started ahead of time (WARM_AGENTS). */
+  warm: WarmPool
   metrics: Metrics
   cli: CliProbe
   startedAt: number
@@ -123,20 +127,6 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       logger,
       now,
     })
-  const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
-    bin: config.claudeBin,
-    sandbox,
-    records,
-    env: agentEnv,
-    killGraceMs: config.killGraceSeconds * 1000,
-    maxOutputBytes: config.maxOutputBytes,
-    workspaces: provider,
-    configs: { folders, template: config.claudeConfigTemplate },
-    onError: (error, context) => logger.error({ err: error }, context),
-  })
-  const executor = executorFor(workspaces)
-  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
-  const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,
@@ -149,7 +139,18 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
   })
   // Read at scrape time only, by when the engine exists.
-  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster)
+  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, () => pool.describe())
+  // Warm processes look like cold ones only where paths inside are fixed: in the sandbox.
+  if (config.warmAgents > 0 && !sandbox.info.isolated) logger.warn('WARM_AGENTS is ignored with SANDBOX=off: a warm agent\'s folders would show it was started for another run')
+  // Slots are the engine's; until it exists there are none to spare.
+  const slots = { free: (): boolean => false }
+  const pool = new WarmPool({
+    size: sandbox.info.isolated ? config.warmAgents : 0,
+    maxIdleMs: config.warmAgentMaxIdleSeconds * 1000,
+    slotFree: () => slots.free(),
+    logger,
+    onTake: hit => { metrics.warmTake(hit) },
+  })
   const onFinished = (record: RunRecord): void => {
     if (record.kind !== 'job') return
     metrics.jobFinished(record)
@@ -162,8 +163,15 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
     logger,
     onFinished,
-    onSettled: run => metrics.runSettled(run.kind, run.queuedMs, run.runMs),
+    onSettled: run => {
+      metrics.runSettled(run.kind, run.queuedMs, run.runMs)
+      pool.kick()
+    },
   })
+  slots.free = () => {
+    const counts = engine.queue.counts
+    return !counts.closing && counts.active < counts.capacity
+  }
   const chat = new ChatService({
     engine,
     controls,
@@ -184,12 +192,29 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
     logger,
   })
+  const executorFor = (provider: WorkspaceProvider, lane: string, defaultSpec?: AgentSpec): AgentExecutor => new AgentExecutor({
+    bin: config.claudeBin,
+    sandbox,
+    records,
+    env: agentEnv,
+    killGraceMs: config.killGraceSeconds * 1000,
+    maxOutputBytes: config.maxOutputBytes,
+    workspaces: provider,
+    configs: { folders, template: config.claudeConfigTemplate },
+    warm: pool.size > 0 ? { pool, lane, defaultSpec } : undefined,
+    onError: (error, context) => logger.error({ err: error }, context),
+  })
+  // A job that names nothing but its prompt: the argument set kept warm before any run is seen.
+  const executor = executorFor(workspaces, 'jobs', jobs.specFor({ prompt: '' }))
+  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
+  const chatExecutor = executorFor(new DirectoryWorkspaces(folders), 'chats')
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
   engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {
-    await engine.queue.drain(config.shutdownGraceSeconds * 1000)
+    // Warm processes are not runs: they go at once, runs get their grace.
+    await Promise.all([pool.close(), engine.queue.drain(config.shutdownGraceSeconds * 1000)])
     // Jobs cancelled by the shutdown still tell their callbacks, within a bound.
     await webhooks.close(WEBHOOK_DRAIN_MS)
   })())
@@ -202,6 +227,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     workspaces,
     controls,
     sandbox,
+    warm: pool,
     metrics,
     cli: new CliProbe(config.claudeBin, agentEnv, sandbox),
     startedAt: now(),
@@ -211,6 +237,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     killAgentsNow: () => {
       executor.killAll()
       chatExecutor.killAll()
+      pool.killAll()
     },
     close: async () => {
       await drain()

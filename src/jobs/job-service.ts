@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AgentControls } from '../agent/agent-controls.ts'
+import type { AgentSpec } from '../agent/cli-args.ts'
 import { AppError } from '../errors.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
 import { createRecord, isTerminal, type JobRequest } from './job.ts'
@@ -55,15 +56,7 @@ export class JobService {
         id,
         ref: request.ref,
         push: request.push,
-        spec: {
-          prompt: request.prompt,
-          model: request.model,
-          agent: request.agent,
-          maxTurns: request.max_turns,
-          maxBudgetUsd: request.max_budget_usd,
-          permissionMode: this.#options.permissionMode,
-          ...this.#options.controls.toSpec(request),
-        },
+        spec: this.specFor(request),
       },
       request,
       idempotency: options.idempotency ?? null,
@@ -75,6 +68,19 @@ export class JobService {
       logger.info({ jobId: id, tenant: caller.tenant, queued, active }, 'job accepted')
     }
     return { record: admitted.record, replayed: !admitted.admitted }
+  }
+
+  /** What the agent of a job is asked to do (the default argument set of warm starts is that of `{ prompt }`). */
+  specFor (request: JobRequest): AgentSpec {
+    return {
+      prompt: request.prompt,
+      model: request.model,
+      agent: request.agent,
+      maxTurns: request.max_turns,
+      maxBudgetUsd: request.max_budget_usd,
+      permissionMode: this.#options.permissionMode,
+      ...this.#options.controls.toSpec(request),
+    }
   }
 
   /** The job, if it exists and the caller may see it: for anyone else it does not exist. */

@@ -82,6 +82,7 @@ export class GitWorkspaces implements WorkspaceProvider {
   #refreshing: Promise<void> | undefined
   readonly #resolved = new Map<string, Target>()
   readonly #gitCryptCommits = new Map<string, boolean>()
+  readonly #listeners: Array<() => void> = []
   #timer: NodeJS.Timeout | undefined
   #closed = false
 
@@ -116,8 +117,27 @@ export class GitWorkspaces implements WorkspaceProvider {
   }
 
   #update (change: Partial<BaseStatus>): void {
+    const before = this.current(undefined)
     this.#status = { ...this.#status, ...change }
     this.#described = undefined
+    if (this.current(undefined) !== before) {
+      for (const listener of this.#listeners) listener()
+    }
+  }
+
+  /**
+   * A job at BASE_REF (named or not) gets a clone of it at its commit as of the last fetch: one
+   * made ahead of time is the same while the base has not moved.
+   */
+  current (ref: string | undefined): string | undefined {
+    const { state, defaultRef, defaultCommit } = this.#status
+    if (state !== 'ready' || defaultRef === undefined || defaultCommit === undefined) return undefined
+    if (ref !== undefined && ref !== defaultRef) return undefined
+    return `${defaultRef}@${defaultCommit}`
+  }
+
+  onChange (listener: () => void): void {
+    this.#listeners.push(listener)
   }
 
   async prepare (id: string, { ref, signal }: PrepareOptions): Promise<Workspace> {
@@ -144,7 +164,7 @@ export class GitWorkspaces implements WorkspaceProvider {
         // Inside the sandbox the base's objects are at a fixed path; the clone's alternate says so.
         await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n`)
       }
-      return this.#workspace(id, path, target.commit)
+      return this.#workspace(id, path, target.commit, name === this.#status.defaultRef ? `${name}@${target.commit}` : undefined)
     } catch (error) {
       await this.#options.folders.discard(path)
       if (signal.aborted || error instanceof WorkspaceError) throw error
@@ -184,13 +204,14 @@ export class GitWorkspaces implements WorkspaceProvider {
     })
   }
 
-  #workspace (id: string, path: string, commit: string): Workspace {
+  #workspace (id: string, path: string, commit: string, identity: string | undefined): Workspace {
     let disposed: Promise<void> | undefined
     const gitDir = this.#options.folders.collectPathFor(id)
     const mounts: Mount[] = this.#options.sandboxed ? [{ source: join(this.#base, 'objects'), target: INSIDE.baseObjects }] : []
     return {
       path,
       mounts,
+      identity,
       collect: options => this.#collect(path, gitDir, commit, options),
       dispose: () => (disposed ??= Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)]).then(() => {})),
     }

@@ -68,6 +68,8 @@ export async function makeApp (overrides: Partial<Config> = {}, deps: AppDeps = 
     logLevel: 'silent',
     shutdownGraceSeconds: 0,
     killGraceSeconds: 2,
+    // Warm agents run in the background of an app: tests that want them ask for them.
+    warmAgents: 0,
     ...overrides,
   })
   const app = await buildApp(config, { logger: false, ...deps })
