@@ -148,6 +148,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     size: sandbox.info.isolated ? config.warmAgents : 0,
     maxIdleMs: config.warmAgentMaxIdleSeconds * 1000,
     slotFree: () => slots.free(),
+    now,
     logger,
     onTake: hit => { metrics.warmTake(hit) },
   })

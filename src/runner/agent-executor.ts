@@ -109,21 +109,10 @@ export class AgentExecutor {
   }
 
   async #execute (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal, started: () => void): Promise<ExecuteOutcome> {
-    let prepared = await this.#takeWarm(request, signal)
-    if (prepared === undefined) {
-      if (signal.aborted) return stopped(signal)
-      try {
-        prepared = await this.#prepare(request.id, request.ref, signal)
-      } catch (error) {
-        if (signal.aborted) return stopped(signal)
-        const failure: RunError = error instanceof WorkspaceError
-          ? { code: error.code, message: error.message }
-          : { code: 'workspace_error', message: `could not prepare the workspace: ${(error as Error).message}` }
-        return { status: 'failed', error: failure, result: null, exit: null, output: emptyOutput(), init: null, changes: null }
-      }
-    }
+    const taken = await this.#takeWarm(request, signal) ?? await this.#prepareCold(request, signal)
+    if (!('paths' in taken)) return taken
+    let prepared: PreparedRun | undefined = taken
 
-    const { workspace } = prepared
     let agentPid: number | undefined
     const spawned = (pid: number): void => {
       agentPid = pid
@@ -133,6 +122,17 @@ export class AgentExecutor {
     try {
       if (signal.aborted) return stopped(signal)
       await hooks.beforeSpawn?.()
+      if (prepared.agent !== undefined && !prepared.agent.alive) {
+        // The warm CLI died after the run took it (while its spawn was claimed), before it was
+        // given the prompt: the run starts cold, as it would have without warm starts.
+        const dead = prepared
+        prepared = undefined
+        await this.#release(dead)
+        const cold = await this.#prepareCold(request, signal)
+        if (!('paths' in cold)) return cold
+        prepared = cold
+      }
+      const { workspace } = prepared
       hooks.onPhase?.('running')
       const agent = prepared.agent ??= this.#start(prepared, request.spec, spawned)
       if (agent.pid !== undefined && agentPid === undefined) spawned(agent.pid)
@@ -167,7 +167,21 @@ export class AgentExecutor {
       }
     } finally {
       if (agentPid !== undefined) this.#live.delete(agentPid)
-      await this.#release(prepared)
+      if (prepared !== undefined) await this.#release(prepared)
+    }
+  }
+
+  /** A run's own folders and workspace, made now; or how the run ends when they cannot be. */
+  async #prepareCold (request: ExecuteRequest, signal: AbortSignal): Promise<PreparedRun | ExecuteOutcome> {
+    if (signal.aborted) return stopped(signal)
+    try {
+      return await this.#prepare(request.id, request.ref, signal)
+    } catch (error) {
+      if (signal.aborted) return stopped(signal)
+      const failure: RunError = error instanceof WorkspaceError
+        ? { code: error.code, message: error.message }
+        : { code: 'workspace_error', message: `could not prepare the workspace: ${(error as Error).message}` }
+      return { status: 'failed', error: failure, result: null, exit: null, output: emptyOutput(), init: null, changes: null }
     }
   }
 

@@ -10,6 +10,8 @@ export interface WarmPoolOptions {
   maxIdleMs: number
   /** Whether this replica has a slot free: none is started while every slot is busy. */
   slotFree: () => boolean
+  /** The clock whose local day the CLI's "today" is (see `localDay`). */
+  now: () => number
   logger: Logger
   /** Told of every run's start: warm (`true`) or cold. */
   onTake?: (hit: boolean) => void
@@ -67,6 +69,8 @@ interface Entry {
   readonly process: Promise<unknown>
   made?: unknown
   readonly startedAt: number
+  /** The local day it was started on: its CLI tells the model that day's date. */
+  readonly day: string
   timer?: NodeJS.Timeout
 }
 
@@ -84,8 +88,9 @@ const MAX_BACKOFF_MS = 5 * 60_000
  * leaves a gap, filled when no run's CLI is starting and a slot is free, one start at a time: a
  * warm start never competes with a run's start (a run that starts cold stops the warm start in
  * progress). A process is replaced after `maxIdleMs` (a new CLI or rotated credentials take
- * effect), when its workspace goes stale (the base moved), and when it dies; one whose argument
- * set keeps dying is retried with a growing delay.
+ * effect), at midnight (its CLI would give the model yesterday's date), when its workspace goes
+ * stale (the base moved), and when it dies; one whose argument set keeps dying is retried with a
+ * growing delay.
  */
 export class WarmPool {
   readonly #options: WarmPoolOptions
@@ -178,6 +183,9 @@ export class WarmPool {
   async #take (lane: Lane, spec: AgentSpec, identity: string | undefined, signal: AbortSignal): Promise<unknown> {
     const key = keyOf(spec)
     this.#touch({ lane, key, spec })
+    // Its timer may not have fired yet (a busy loop, a suspended machine): the day decides.
+    const today = localDay(this.#options.now())
+    for (const entry of this.#entries.filter(entry => entry.day !== today)) this.#discard(entry, 'it was started on another day')
     if (identity !== undefined && !this.#closed) {
       const candidates = this.#entries
         .filter(entry => entry.lane === lane && entry.key === key && entry.identity === identity)
@@ -273,7 +281,8 @@ export class WarmPool {
     const controller = new AbortController()
     const id = `warm-${randomBytes(6).toString('hex')}`
     const made = lane.options.start(id, spec, controller.signal)
-    const entry: Entry = { id, lane, key, identity, state: 'starting', controller, process: made, startedAt: Date.now() }
+    const now = this.#options.now()
+    const entry: Entry = { id, lane, key, identity, state: 'starting', controller, process: made, startedAt: Date.now(), day: localDay(now) }
     this.#entries.push(entry)
     this.#live.add(entry)
     this.#changed()
@@ -284,10 +293,11 @@ export class WarmPool {
       void agent.ready.then(ready => {
         if (!ready || !this.#entries.includes(entry)) return
         entry.state = 'ready'
+        const idleMs = entry.startedAt + this.#options.maxIdleMs - Date.now()
         entry.timer = setTimeout(() => {
-          this.#discard(entry, 'it waited WARM_AGENT_MAX_IDLE_SECONDS')
+          this.#discard(entry, 'it waited WARM_AGENT_MAX_IDLE_SECONDS, or the day changed')
           this.#refill()
-        }, Math.max(0, entry.startedAt + this.#options.maxIdleMs - Date.now()))
+        }, Math.max(0, Math.min(idleMs, nextDay(now) - this.#options.now())))
         entry.timer.unref()
         this.#changed()
         this.#refill()
@@ -356,6 +366,22 @@ function keyOf (spec: AgentSpec): string {
 
 function failureKey (lane: Lane, key: string): string {
   return `${lane.name}\0${key}`
+}
+
+/**
+ * The CLI writes "Today's date is …" into its system prompt as it starts, in its local time zone,
+ * which is the service's (TZ and /etc/localtime reach the sandbox): measured with 2.1.332, a CLI
+ * started at 23:59:48 and given its prompt at 00:00:09 told the model the day before.
+ */
+function localDay (at: number): string {
+  const date = new Date(at)
+  return `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`
+}
+
+/** The local midnight after `at`. */
+function nextDay (at: number): number {
+  const date = new Date(at)
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate() + 1).getTime()
 }
 
 function tally (keys: string[]): Map<string, number> {
