@@ -4,10 +4,16 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { describe, expect, it, vi } from 'vitest'
+import { pino } from 'pino'
+import { describe, expect, it, onTestFinished, vi } from 'vitest'
+import { ProcessRecords } from '../src/agent/process-records.ts'
+import { Bubblewrap } from '../src/agent/sandbox.ts'
+import { AgentExecutor, type PreparedRun } from '../src/runner/agent-executor.ts'
+import { WarmPool, type LaneOptions, type WarmLane } from '../src/runner/warm-pool.ts'
 import type { JobView } from '../src/schemas/job.ts'
-import { AUTH, agentsTemplate, appMaker, describeEngines, eventTypes, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
-import { AgentProbe, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
+import { DirectoryWorkspaces, WorkspaceFolders } from '../src/workspace/workspace.ts'
+import { AUTH, FAKE_CLAUDE, agentsTemplate, appMaker, describeEngines, eventTypes, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
+import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
 
 /** The host pids (of their sandboxes) of the warm agents waiting now, from their process records. */
@@ -23,6 +29,15 @@ function warmPids (root: string): number[] {
     } catch {
       return []
     }
+  })
+}
+
+/** The argv each waiting warm agent's CLI was started with, as the process inside its sandbox shows it. */
+function warmArgv (root: string): string[][] {
+  return warmPids(root).flatMap(pid => {
+    // One being stopped may have no CLI left.
+    const cli = descendants(pid).map(commandLine).find(line => line?.includes('fake-claude.mjs'))
+    return cli === undefined ? [] : [cli.slice(cli.indexOf('fake-claude.mjs') + 'fake-claude.mjs'.length).trim().split(' ')]
   })
 }
 
@@ -96,12 +111,18 @@ describeEngines('warm starts', engine => {
     // The run took the warm agent and has read its prompt: a replacement would start now if it could.
     await vi.waitFor(async () => expect(await eventTypes(app, job.job_id)).toContain('init'))
     expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 0, hits: 1 })
+    expect(await health(app)).toMatchObject({ busy: true, active: 1, capacity: 1 })
     // The only warm-started process is the one running the job.
     expect(warmPids(root)).toEqual([(await record(app, job.job_id)).pid])
     probe.release()
     await finished(app, job.job_id)
     await warmReady(app, 1)
     expect(warmPids(root)).toHaveLength(1)
+    // A warm agent is not a run: it holds no slot and is not counted as one.
+    expect(await health(app)).toMatchObject({ busy: false, active: 0, queued: 0, capacity: 1 })
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics', headers: AUTH })).body
+    expect(metrics).toMatch(/^claude_runner_warm_agents_ready 1$/m)
+    expect(metrics).toMatch(/^claude_runner_active_runs 0$/m)
   })
 
   it('leave none running after drain, by pid', async () => {
@@ -213,6 +234,73 @@ describe('warm starts', () => {
     await expectAllGone([first!])
   })
 
+  it('keep only the most recent argument sets warm, as many as WARM_AGENTS', async () => {
+    const { app, root } = await makeApp({ warmAgents: 2 })
+    await warmReady(app, 2)
+    for (const model of ['model-a', 'model-b', 'model-c']) await run(app, { prompt: '[[fake text ok]]', model })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 0, misses: 3 })
+    // The default job's set and the one used last; model-a and model-b gave their places up (and their CLIs are gone).
+    await vi.waitFor(() => {
+      expect(app.ctx.warm.describe()).toMatchObject({ ready: 2, starting: 0 })
+      expect(warmPids(root)).toHaveLength(2)
+    }, { timeout: 30_000, interval: 20 })
+    const argv = warmArgv(root).map(args => args.filter(arg => arg.startsWith('--model')))
+    expect(argv.sort()).toEqual([[], ['--model=model-c']])
+    await run(app, { prompt: '[[fake text ok]]', model: 'model-c' })
+    await run(app, { prompt: '[[fake text ok]]', model: 'model-a' })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 4 })
+  })
+
+  it('start a chat completion with a system message warm only once its argument set is kept warm', async () => {
+    const { app, root } = await makeApp({ warmAgents: 2 })
+    const chat = (system: string) => app.inject({ method: 'POST', url: '/v1/chat/completions', headers: AUTH, payload: { model: 'haiku', messages: [{ role: 'system', content: system }, { role: 'user', content: '[[fake echo]]' }] } })
+    const argvOf = (response: Awaited<ReturnType<typeof chat>>) => (JSON.parse(response.json().choices[0].message.content) as { argv: string[] }).argv
+    const first = await chat('Answer in French.')
+    expect(argvOf(first)).toContain('--append-system-prompt=Answer in French.')
+    await vi.waitFor(() => expect(app.ctx.warm.describe()).toMatchObject({ ready: 2, starting: 0 }), { timeout: 30_000, interval: 20 })
+    expect(warmArgv(root).some(args => args.includes('--append-system-prompt=Answer'))).toBe(true)
+    const again = await chat('Answer in French.')
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 1 })
+    expect(argvOf(again)).toEqual(argvOf(first))
+    const other = await chat('Answer in German.')
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 2 })
+    expect(argvOf(other)).toContain('--append-system-prompt=Answer in German.')
+  })
+
+  it('count a job\'s timeout from when it takes the warm agent, and time it out as a cold start is', async () => {
+    const { app } = await makeApp({ warmAgents: 1 })
+    await warmReady(app, 1)
+    const readySince = Date.now()
+    // The warm agent has waited longer than the job may run: what it waited is not the job's time.
+    await vi.waitFor(() => expect(Date.now() - readySince).toBeGreaterThan(2500), { timeout: 10_000, interval: 100 })
+    const quick = await run(app, { prompt: '[[fake text in time]]', timeout_seconds: 2 })
+    expect(quick).toMatchObject({ status: 'completed', result: { text: 'in time' } })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 0 })
+    await warmReady(app, 1)
+    const warm = await run(app, { prompt: '[[fake hang]]', timeout_seconds: 0.5 })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 2, misses: 0 })
+    const { app: coldApp } = await makeApp()
+    const cold = await run(coldApp, { prompt: '[[fake hang]]', timeout_seconds: 0.5 })
+    expect(warm).toMatchObject({ status: 'timed_out', error: { code: 'timeout' } })
+    expect({ status: warm.status, error: warm.error, exit: warm.exit }).toEqual({ status: cold.status, error: cold.error, exit: cold.exit })
+  })
+
+  it('start cold on a new day: a CLI started yesterday would tell the model yesterday\'s date', async () => {
+    let offset = 0
+    const { app, root } = await makeApp({ warmAgents: 1 }, { now: () => Date.now() + offset })
+    await warmReady(app, 1)
+    const [yesterdays] = warmPids(root)
+    offset = 24 * 3600_000
+    const job = await run(app, { prompt: '[[fake text today]]' })
+    expect(job).toMatchObject({ status: 'completed', result: { text: 'today' } })
+    expect(job.agent!.pid).not.toBe(yesterdays)
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 0, misses: 1 })
+    await expectAllGone([yesterdays!])
+    await warmReady(app, 1)
+    expect(await run(app, { prompt: '[[fake text warm again]]' })).toMatchObject({ status: 'completed', result: { text: 'warm again' } })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 1 })
+  })
+
   it('are off with SANDBOX=off: a warm agent\'s host paths would tell', async () => {
     const { app, root } = await makeApp({ warmAgents: 2, sandbox: 'off' })
     expect(app.ctx.warm.size).toBe(0)
@@ -220,5 +308,61 @@ describe('warm starts', () => {
     expect(job.status).toBe('completed')
     expect(app.ctx.warm.describe()).toEqual({ ready: 0, starting: 0, hits: 0, misses: 0 })
     expect(warmPids(root)).toEqual([])
+  })
+})
+
+/** A pool that keeps what its lanes hand out, so a test can reach the CLI a run took. */
+class WatchedPool extends WarmPool {
+  readonly taken: PreparedRun[] = []
+
+  override lane<P> (name: string, options: LaneOptions<P>): WarmLane<P> {
+    const lane = super.lane(name, options)
+    return {
+      ...lane,
+      take: async (...args) => {
+        const made = await lane.take(...args)
+        if (made !== undefined) this.taken.push(made as PreparedRun)
+        return made
+      },
+    }
+  }
+}
+
+describe('a warm agent that dies after a run took it, before its prompt', () => {
+  it('is never handed the prompt: the run starts cold and completes', async () => {
+    const folders = new WorkspaceFolders(await tempDir())
+    await folders.init()
+    const env = { PATH: process.env.PATH! }
+    const pool = new WatchedPool({ size: 1, maxIdleMs: 600_000, slotFree: () => true, now: Date.now, logger: pino({ level: 'silent' }) })
+    onTestFinished(() => pool.close())
+    const executor = new AgentExecutor({
+      bin: FAKE_CLAUDE,
+      sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: folders.sandbox, readOnly: [] }),
+      records: new ProcessRecords(folders.pids),
+      env,
+      configs: { folders },
+      killGraceMs: 1000,
+      maxOutputBytes: 1 << 20,
+      workspaces: new DirectoryWorkspaces(folders),
+      warm: { pool, lane: 'jobs', defaultSpec: { prompt: '' } },
+    })
+    await vi.waitFor(() => expect(pool.describe().ready).toBe(1), { timeout: 30_000, interval: 20 })
+    const spawned: number[] = []
+    let warmPid: number | undefined
+    const outcome = await executor.execute({ id: 'run-after-death', spec: { prompt: '[[fake text started cold]]' } }, {
+      onSpawn: pid => spawned.push(pid),
+      // Between the take and the prompt (where a Redis replica claims the spawn), the warm CLI dies.
+      beforeSpawn: async () => {
+        const taken = pool.taken[0]!.agent!
+        warmPid = taken.pid
+        process.kill(warmPid!, 'SIGKILL')
+        await taken.exited
+      },
+    }, new AbortController().signal)
+    expect(pool.describe()).toMatchObject({ hits: 1 })
+    expect(outcome).toMatchObject({ status: 'completed', result: { result: 'started cold' } })
+    expect(spawned).toHaveLength(1)
+    expect(spawned[0]).not.toBe(warmPid)
+    expect(readdirSync(folders.jobs).filter(name => !name.startsWith('warm-'))).toEqual([])
   })
 })
