@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { availableParallelism, cpus, release, totalmem } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
 
 export const TOKEN = 'bench-token-0123456789abcdef'
 export const AUTH = { authorization: `Bearer ${TOKEN}` }
@@ -130,3 +131,29 @@ export async function json<T = any> (url: string, init: RequestInit = {}): Promi
 }
 
 export const round = (value: number, digits = 2): number => Math.round(value * 10 ** digits) / 10 ** digits
+
+/** A private redis-server on a unix socket in `dir`, without persistence, as the tests run it. */
+export async function startRedis (dir: string): Promise<{ url: string, usedMemory: () => Promise<number>, stop: () => Promise<void> }> {
+  const socket = `${dir}/redis.sock`
+  const child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', `${dir}/redis.log`], { stdio: 'ignore' })
+  const client = new Redis({ path: socket, lazyConnect: true, retryStrategy: () => 50 })
+  client.on('error', () => {})
+  for (let tries = 0; ; tries++) {
+    try {
+      await client.connect()
+      break
+    } catch (error) {
+      if (tries > 200) throw error
+      await new Promise(resolve => setTimeout(resolve, 25))
+    }
+  }
+  return {
+    url: `unix://${socket}`,
+    usedMemory: async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]),
+    stop: async () => {
+      client.disconnect()
+      child.kill('SIGKILL')
+      await new Promise(resolve => child.once('exit', resolve))
+    },
+  }
+}

@@ -1,6 +1,6 @@
 // `npm run bench` / `./dev bench`: how close each part of claude-runner runs to its floor, measured
 // in the same run on the same machine. Not part of the test suite. Writes docs/benchmarks.md and
-// bench/results.json. Options: --only http,jobs,sandbox,scale,stream,workspaces,cli,warm  --quick (smaller runs).
+// bench/results.json. Options: --only http,jobs,sandbox,scale,engine,stream,workspaces,cli,warm  --quick (smaller runs).
 import { execFileSync } from 'node:child_process'
 import { createServer } from 'node:http'
 import { fileURLToPath } from 'node:url'
@@ -17,7 +17,7 @@ import { Bubblewrap, type Mount, type RunPaths } from '../src/agent/sandbox.ts'
 import { initializeRequest, userMessage } from '../src/agent/stream-json.ts'
 import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
 import { WorkspaceFolders } from '../src/workspace/workspace.ts'
-import { AUTH, cpuMs, fixture, json, machine, pinTo, round, rss, startBareFastify, startService, stats, wallNow, type ServiceProcess, type Stats } from './lib.ts'
+import { AUTH, cpuMs, fixture, json, machine, pinTo, round, rss, startBareFastify, startRedis, startService, stats, wallNow, type ServiceProcess, type Stats } from './lib.ts'
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, 'report-only': { type: 'boolean' } } })
 const quick = values.quick === true
@@ -298,6 +298,114 @@ async function scaleService (total: number, concurrency: number, floorRate: numb
     }
   } finally {
     await service.stop()
+  }
+}
+
+// --- 3b. The Redis engine --------------------------------------------------------------------
+// The same no-op CLI as the jobs suite, one job at a time: from POST /execute to the agent's start,
+// through the memory engine and through one replica on Redis (a private redis-server on a unix
+// socket, as in the tests). Then the scale suite's 10,000 jobs through the memory engine, one
+// replica on Redis, and two (each MAX_CONCURRENCY=10, submissions alternating between them), and
+// what Redis holds per retained job (INFO memory, before and after).
+async function engine () {
+  const n = quick ? 20 : 100
+  const total = quick ? 1000 : 10_000
+  const redis = await startRedis(dir('redis'))
+  try {
+    const noop = fixture('noop-claude.mjs')
+    const memory = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('engine-memory'), MAX_CONCURRENCY: '1', SANDBOX: 'off' })
+    const onRedis = await startService({ CLAUDE_BIN: noop, WORKSPACE_ROOT: dir('engine-redis'), MAX_CONCURRENCY: '1', SANDBOX: 'off', REDIS_URL: redis.url, REDIS_PREFIX: 'latency', INSTANCE_ID: 'bench-latency' })
+    const starts = { memory: [] as number[], redis: [] as number[] }
+    try {
+      // They take turns, so a slower moment of the machine hits both alike.
+      for (let i = 0; i < n + 5; i++) {
+        for (const [name, service] of [['memory', memory], ['redis', onRedis]] as const) {
+          const t0 = wallNow()
+          const job = await json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'bench' }) })
+          const done = await json(`${service.url}/jobs/${job.job_id}?wait=30`)
+          if (done.status !== 'completed') throw new Error(`job ${job.job_id} ${done.status}: ${JSON.stringify(done.error)}`)
+          if (i >= 5) starts[name].push(Number(done.result.text) - t0)
+        }
+      }
+    } finally {
+      await Promise.all([memory.stop(), onRedis.stop()])
+    }
+    const memoryStart = stats(starts.memory)
+    const redisStart = stats(starts.redis)
+
+    const fast = fixture('fast-claude.sh')
+    const settings = (root: string) => ({ CLAUDE_BIN: fast, WORKSPACE_ROOT: root, MAX_CONCURRENCY: '10', SANDBOX: 'off', MAX_QUEUE_DEPTH: String(total * 2), MAX_FINISHED_JOBS: String(total * 2), MAX_RETAINED_BYTES: String(8 * 2 ** 30) })
+    const throughput = async (services: ServiceProcess[]): Promise<{ per_second: number, lost: number }> => {
+      const submitStart = performance.now()
+      let submitted = 0
+      const ids: string[] = []
+      await Promise.all(Array.from({ length: 20 }, async (_, client) => {
+        while (submitted < total) {
+          submitted++
+          const job = await json(`${services[client % services.length]!.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: `job ${submitted}` }) })
+          ids.push(job.job_id)
+        }
+      }))
+      await Promise.all(services.map(service => idleCluster(service.url)))
+      const seconds = (performance.now() - submitStart) / 1000
+      let completed = 0
+      for (let i = 0; i < ids.length; i += 100) {
+        const batch = await Promise.all(ids.slice(i, i + 100).map(id => json(`${services[0]!.url}/jobs/${id}`)))
+        completed += batch.filter(job => job.status === 'completed').length
+      }
+      return { per_second: round(total / seconds, 1), lost: total - completed }
+    }
+    const single = await startService(settings(dir('throughput-memory')))
+    let memoryRun
+    try {
+      memoryRun = await throughput([single])
+    } finally {
+      await single.stop()
+    }
+    const memoryBefore = await redis.usedMemory()
+    const one = await startService({ ...settings(dir('throughput-redis-1')), REDIS_URL: redis.url, REDIS_PREFIX: 'one', INSTANCE_ID: 'bench-one' })
+    let redisRun
+    let memoryPerJob
+    try {
+      redisRun = await throughput([one])
+      memoryPerJob = (await redis.usedMemory() - memoryBefore) / total
+    } finally {
+      await one.stop()
+    }
+    const pair = await Promise.all(['a', 'b'].map(name => startService({ ...settings(dir(`throughput-redis-2${name}`)), REDIS_URL: redis.url, REDIS_PREFIX: 'two', INSTANCE_ID: `bench-two-${name}` })))
+    let pairRun
+    try {
+      pairRun = await throughput(pair)
+    } finally {
+      await Promise.all(pair.map(service => service.stop()))
+    }
+    return {
+      n,
+      jobs: total,
+      start_memory: ms(memoryStart),
+      start_redis: ms(redisStart),
+      redis_added_start_p50_ms: round(redisStart.p50 - memoryStart.p50),
+      redis_added_start_p99_ms: round(redisStart.p99 - memoryStart.p99),
+      memory_per_second: memoryRun.per_second,
+      redis_one_per_second: redisRun.per_second,
+      redis_two_per_second: pairRun.per_second,
+      ratio_redis_to_memory: round(redisRun.per_second / memoryRun.per_second, 3),
+      ratio_two_to_one: round(pairRun.per_second / redisRun.per_second, 3),
+      lost: memoryRun.lost + redisRun.lost + pairRun.lost,
+      redis_bytes_per_retained_job: round(memoryPerJob, 0),
+    }
+  } finally {
+    await redis.stop()
+  }
+}
+
+/** Waits until the replica (and, with Redis, the whole cluster) has nothing running or waiting. */
+async function idleCluster (url: string): Promise<void> {
+  for (;;) {
+    const health = await json(`${url}/health`)
+    const numbers = health.cluster ?? health
+    if (health.active === 0 && numbers.active === 0 && numbers.queued === 0) return
+    await new Promise(resolve => setTimeout(resolve, 100))
   }
 }
 
@@ -886,7 +994,7 @@ function ms (s: Stats) {
 // --- run and report -------------------------------------------------------------------------
 // http runs last: autocannon leaves this process large, and a large process forks more slowly,
 // which would slow the direct-spawn floors of the other suites.
-const suites = { jobs, sandbox, stream, cli, warm, scale, workspaces, http } as const
+const suites = { jobs, sandbox, stream, cli, warm, scale, engine, workspaces, http } as const
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
 try {
   for (const [name, suite] of Object.entries(suites)) {
@@ -918,6 +1026,7 @@ interface Report {
   jobs?: Awaited<ReturnType<typeof jobs>>
   sandbox?: Awaited<ReturnType<typeof sandbox>>
   scale?: Awaited<ReturnType<typeof scale>>
+  engine?: Awaited<ReturnType<typeof engine>>
   stream?: Awaited<ReturnType<typeof stream>>
   workspaces?: Awaited<ReturnType<typeof workspaces>>
   cli?: Awaited<ReturnType<typeof cli>>
@@ -1022,6 +1131,25 @@ function report (r: Report): string {
             '', `Goal: with warm agents, not below the ratio without: ${verdict(s.warm.ratio >= s.ratio * 0.95)} (within 5%, the run-to-run noise here).`,
             'While every slot is busy, no warm CLI starts: with 20 clients keeping 10 slots full, nearly every job starts cold.', '',
           ]))
+  }
+  if (r.engine) {
+    const e = r.engine
+    lines.push('## The Redis engine', '',
+      'From `POST /execute` to the start of a no-op CLI, one job at a time, SANDBOX=off (the engine, not the sandbox), taking',
+      `turns, ${e.n} jobs each: through the memory engine (the floor) and through one replica on Redis (a private redis-server on a`,
+      'unix socket).', '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      `| memory engine | ${e.start_memory.p50} | ${e.start_memory.p99} |`,
+      `| Redis engine, one replica | ${e.start_redis.p50} | ${e.start_redis.p99} |`,
+      '', `Redis adds ${e.redis_added_start_p50_ms} ms at p50 (${e.redis_added_start_p99_ms} ms at p99) to a job's start: admission, dispatch and claim scripts,`,
+      'BullMQ\'s hand-off, the record and event writes. The real CLI\'s own start-up is about a second.', '',
+      `${e.jobs} jobs of the scale suite's cheapest CLI stand-in, 20 concurrent clients, MAX_CONCURRENCY=10 per replica:`, '',
+      '| | jobs per second | ratio |', '| --- | --- | --- |',
+      `| memory engine (the floor) | ${e.memory_per_second} | 1 |`,
+      `| Redis engine, one replica | ${e.redis_one_per_second} | ${e.ratio_redis_to_memory} |`,
+      `| Redis engine, two replicas (same machine, 2 cores) | ${e.redis_two_per_second} | ${e.ratio_two_to_one} of one replica |`,
+      '', `Jobs lost across the three runs: ${e.lost}. Redis holds ${e.redis_bytes_per_retained_job} bytes per retained finished job (record, output, events,`,
+      'indexes). Two replicas on one 2-core machine share its CPUs; on two machines each brings its own.', '')
   }
   if (r.stream) {
     const s = r.stream

@@ -219,6 +219,7 @@ class Client {
     const error = new CliError(`${response.status} ${body.error?.code ?? 'error'}: ${body.error?.message ?? text.slice(0, 200)}`,
       response.status >= 500 ? EXIT.unavailable : EXIT.refused)
     error.status = response.status
+    error.apiCode = body.error?.code
     error.retryAfter = Number(response.headers.get('retry-after') ?? '')
     return error
   }
@@ -419,12 +420,13 @@ async function submit (client, values, positionals, progress) {
   }).filter(([, value]) => value !== undefined))
   // One key per invocation: a retry after a lost answer or a full queue can never run the job twice.
   const headers = { 'idempotency-key': values['idempotency-key'] ?? `cli-${randomUUID()}` }
-  // A full queue is retried after its Retry-After (the server is there, and says when).
+  // A full queue is retried after its Retry-After (the server is there, and says when). A spent
+  // budget is not: its Retry-After is midnight UTC, hours a pipeline should not hang for.
   for (let attempt = 1; ; attempt++) {
     try {
       return await client.json('POST', '/execute', { body, headers })
     } catch (error) {
-      if (error.status !== 429 || attempt >= 30) throw error
+      if (error.status !== 429 || error.apiCode === 'budget_exceeded' || attempt >= 30) throw error
       const wait = Number.isFinite(error.retryAfter) && error.retryAfter > 0 ? error.retryAfter : Math.min(2 ** attempt, 30)
       progress.warn(`${error.message}; retrying in ${wait}s`)
       await sleep(wait * 1000)

@@ -1,10 +1,11 @@
-import bearerAuth from '@fastify/bearer-auth'
+import { hostname } from 'node:os'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions, type onRequestHookHandler } from 'fastify'
 import type { Logger } from 'pino'
 import { Type } from 'typebox'
 import type { Config } from './config.ts'
+import { authenticate } from './http/auth.ts'
 import { onClientError, onFrameworkError } from './http/client-errors.ts'
 import { toHttpError } from './http/errors.ts'
 import { registerJsonBody } from './http/json-body.ts'
@@ -12,8 +13,12 @@ import { documentErrors, refuseUnknownQuery, routeMiss } from './http/route-cont
 import { validatorCompiler } from './http/validation.ts'
 import { healthRoutes } from './routes/health.ts'
 import { jobRoutes } from './routes/jobs.ts'
+import { anthropicRoutes } from './routes/anthropic.ts'
+import { modelsRoutes } from './routes/models.ts'
 import { openaiRoutes } from './routes/openai.ts'
+import { responsesRoutes } from './routes/responses.ts'
 import { uiRoutes } from './routes/ui.ts'
+import { usageRoutes } from './routes/usage.ts'
 import type { Caller } from './jobs/job-service.ts'
 import { ErrorBody } from './schemas/common.ts'
 import { OpenAIErrorBody } from './schemas/openai.ts'
@@ -37,9 +42,6 @@ declare module 'fastify' {
   }
 }
 
-/** AUTH_TOKENS: one tenant, `default`, with no limits of its own. */
-const DEFAULT_CALLER: Caller = Object.freeze({ tenant: 'default', limits: {}, admin: false })
-
 const BODY_LIMIT = 8 * 1024 * 1024
 /** Path parameters Fastify's router takes (ids are up to 128 characters; the schemas say so with a 400). */
 const MAX_PARAM_LENGTH = 1024
@@ -49,7 +51,8 @@ const MAX_PARAM_LENGTH = 1024
  * wires the routes. It never listens; `server.ts` does.
  */
 export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
-  const loggerOption = deps.logger ?? { level: config.logLevel, redact: ['req.headers.authorization'] }
+  // Every line says which replica wrote it (INSTANCE_ID), beside pino's pid and hostname.
+  const loggerOption = deps.logger ?? { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'], base: { pid: process.pid, hostname: hostname(), instance: config.instanceId } }
   const app = Fastify({
     ...(isPinoLogger(loggerOption) ? { loggerInstance: loggerOption as FastifyBaseLogger } : { logger: loggerOption }),
     bodyLimit: BODY_LIMIT,
@@ -93,7 +96,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       const seconds = (performance.now() - started) / 1000
       const status = reply.raw.statusCode
       ctx.metrics.httpRequest(request.method, route, status, seconds)
-      request.log.info({ method: request.method, url: request.url, status, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
+      // The tenant, once authentication named one (a refused token leaves it null).
+      const tenant = (request.caller as Caller | null)?.tenant
+      request.log.info({ method: request.method, url: request.url, status, tenant, ms: Math.round(seconds * 1e4) / 10, aborted: !reply.raw.writableFinished || undefined }, 'request')
     })
     done()
   }
@@ -107,7 +112,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     openapi: {
       openapi: '3.1.0',
       info: { title: 'claude-runner', version: ctx.version, description: 'Claude Code as a service: jobs for CI, an OpenAI-compatible endpoint. See docs/api.md.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
       security: [{ bearer: [] }],
     },
   })
@@ -122,35 +127,37 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     polled(scope)
     await scope.register(uiRoutes)
   })
-  // Everything else needs a token: each API in a scope of its own, with its error shape.
-  // The scheme is case-insensitive (RFC 9110): `bearer <token>` is as good as `Bearer <token>`.
-  const authenticate = async (scope: FastifyInstance, keys: string[], errorBody: typeof ErrorBody | typeof OpenAIErrorBody = ErrorBody): Promise<void> => {
-    await scope.register(bearerAuth, { keys, addHook: false, verifyErrorLogLevel: 'debug', specCompliance: 'rfc6749' })
-    scope.addHook('onRequest', (request, reply, done) => {
-      request.caller = DEFAULT_CALLER
-      scope.verifyBearerAuth!(request, reply, done)
-    })
-    documentErrors(scope, errorBody, { authenticated: true })
-  }
+  // Everything else needs a token: each API in a scope of its own, with its error shape and the
+  // scope a token needs for it (src/http/auth.ts).
+  const { tenants } = ctx
   await app.register(async function jobsApi (scope) {
     scope.addHook('onRequest', observe)
-    await authenticate(scope, config.authTokens)
+    await authenticate(scope, { tenants, scopes: ['jobs'] })
+    documentErrors(scope, ErrorBody, { authenticated: true })
     refuseUnknownQuery(scope)
     await scope.register(jobRoutes, { ctx })
-    scope.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+    await scope.register(usageRoutes, { ctx })
+    scope.get('/openapi.json', { schema: { hide: true }, config: { scopes: [] } }, async () => app.swagger())
   })
+  // /v1 speaks OpenAI's APIs and Anthropic's Messages API: each in a scope of its own, with its
+  // own error shape (the token check's 401 included).
   await app.register(async function openaiApi (scope) {
     scope.addHook('onRequest', observe)
-    await authenticate(scope, config.authTokens, OpenAIErrorBody)
+    await authenticate(scope, { tenants, scopes: ['chat'], apiKey: true })
+    documentErrors(scope, OpenAIErrorBody, { authenticated: true })
     await scope.register(openaiRoutes, { ctx })
+    await scope.register(modelsRoutes, { ctx })
+    await scope.register(responsesRoutes, { ctx })
+    await scope.register(anthropicRoutes, { ctx })
   }, { prefix: '/v1' })
   await app.register(async function metricsApi (scope) {
     polled(scope)
-    // Prometheus may hold a token of its own that cannot submit jobs.
-    await authenticate(scope, config.metricsToken === undefined ? config.authTokens : [...config.authTokens, config.metricsToken])
+    // Prometheus may hold a token of its own (METRICS_TOKEN) that opens nothing else.
+    await authenticate(scope, { tenants, scopes: ['metrics'] })
+    documentErrors(scope, ErrorBody, { authenticated: true })
     scope.get('/metrics', {
       schema: {
-        summary: 'Prometheus metrics. Accepts METRICS_TOKEN as well as AUTH_TOKENS.',
+        summary: 'Prometheus metrics. Needs the metrics scope (METRICS_TOKEN, AUTH_TOKENS, or a tenant given it).',
         response: { 200: { description: 'The Prometheus text format.', content: { 'text/plain': { schema: Type.String() } } } },
       },
     }, async (_request, reply) => {

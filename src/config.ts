@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { hostname, tmpdir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
+import { tokenProblem } from './tenants/tenant-file.ts'
 
 /**
  * Every setting the service reads from its environment, in one table: the variable, its default,
@@ -80,10 +81,12 @@ const settings = {
     env: 'AUTH_TOKENS',
     default: (): string[] => [],
     parse: list((token, name) => {
-      if (token.length < 16) throw new ConfigError(`${name}: every token must be at least 16 characters`)
-      if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${name}: tokens must be printable ASCII without spaces`)
+      const problem = tokenProblem(token)
+      if (problem !== undefined) throw new ConfigError(`${name}: every token ${problem}`)
     }),
   },
+  // Tenants: their tokens, scopes and limits; checked at start-up, re-read on SIGHUP (src/tenants/).
+  tenantsFile: { env: 'TENANTS_FILE', default: undefined as string | undefined, parse: (raw: string, name: string) => raw.trim() === '' ? undefined : path()(raw, name) },
   maxConcurrency: { env: 'MAX_CONCURRENCY', default: 10, parse: integer(1, 1000) },
   // Runs admitted and not finished (running + waiting): 100 waiting behind the default 10 running.
   maxQueueDepth: { env: 'MAX_QUEUE_DEPTH', default: 110, parse: integer(1, 1_000_000) },
@@ -133,13 +136,16 @@ const settings = {
   gitCryptKey: { env: 'GIT_CRYPT_KEY', default: undefined as string | undefined, parse: optionalString() },
   allowPush: { env: 'ALLOW_PUSH', default: false, parse: boolean() },
   maxDiffBytes: { env: 'MAX_DIFF_BYTES', default: MiB, parse: integer(1024, 256 * MiB) },
+  // Below this much free space under WORKSPACE_ROOT, /health says `degraded`.
+  workspaceMinFreeBytes: { env: 'WORKSPACE_MIN_FREE_BYTES', default: 1024 * MiB, parse: integer(0, 1024 * 1024 * MiB) },
   shutdownGraceSeconds: { env: 'SHUTDOWN_GRACE_SECONDS', default: 30, parse: seconds(0, 3600) },
   metricsToken: {
     env: 'METRICS_TOKEN',
     default: undefined as string | undefined,
     parse: (raw: string, name: string) => {
       const token = optionalString()(raw, name)
-      if (token !== undefined && token.length < 16) throw new ConfigError(`${name} must be at least 16 characters`)
+      const problem = token === undefined ? undefined : tokenProblem(token)
+      if (problem !== undefined) throw new ConfigError(`${name} ${problem}`)
       return token
     },
   },
@@ -182,7 +188,7 @@ const settings = {
 
 type Settings = typeof settings
 export type Config = { [K in keyof Settings]: ReturnType<Settings[K]['parse']> } & {
-  /** True when AUTH_TOKENS was unset and the service made a token of its own. */
+  /** True when neither AUTH_TOKENS nor TENANTS_FILE was set and the service made a token of its own. */
   authTokensGenerated: boolean
 }
 
@@ -218,7 +224,7 @@ function finalise (config: Omit<Config, 'authTokensGenerated'>): Config {
   if (config.webhookAllowedHosts.length > 0 && config.webhookSecret === undefined) {
     throw new ConfigError('WEBHOOK_ALLOWED_HOSTS needs WEBHOOK_SECRET: callbacks are always signed')
   }
-  if (config.authTokens.length > 0) return { ...config, authTokensGenerated: false }
+  if (config.authTokens.length > 0 || config.tenantsFile !== undefined) return { ...config, authTokensGenerated: false }
   // Never run open: with no token configured, make one and let the server log it once.
   return { ...config, authTokens: [randomBytes(24).toString('base64url')], authTokensGenerated: true }
 }

@@ -38,6 +38,10 @@ export const ErrorCodes = {
   structured_output_missing: 502,
   agent_failed: 500,
   agent_timeout: 504,
+  // OpenAI Responses API: stored responses.
+  response_not_found: 404,
+  previous_response_not_found: 404,
+  response_in_progress: 409,
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

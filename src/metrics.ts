@@ -14,13 +14,13 @@ const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly #jobs: Counter<'status' | 'error'>
-  readonly #chats: Counter<'outcome'>
+  readonly #jobs: Counter<'tenant' | 'status' | 'error'>
+  readonly #chats: Counter<'tenant' | 'api' | 'outcome'>
   readonly #queueWait: Histogram<'kind'>
   readonly #runTime: Histogram<'kind'>
   readonly #prepare: Histogram
-  readonly #cost: Counter<'kind'>
-  readonly #tokens: Counter<'kind' | 'type'>
+  readonly #cost: Counter<'tenant' | 'kind'>
+  readonly #tokens: Counter<'tenant' | 'kind' | 'type'>
   readonly #warmStarts: Counter<'result'>
   readonly #httpRequests: Counter<'method' | 'route' | 'status'>
   readonly #httpDuration: Histogram<'method' | 'route'>
@@ -30,10 +30,12 @@ export class Metrics {
   readonly #gauges: Gauge[]
 
   /** `runner` is read at scrape time for the queue and slot gauges; `cluster` (Redis engine only) and `warm` too. */
-  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null, warm: () => WarmInfo | null = () => null) {
+  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null, info?: { replica: string, version: string, engine: string }, warm: () => WarmInfo | null = () => null) {
     const registers = [this.registry]
-    this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by terminal status and error code.', labelNames: ['status', 'error'], registers })
-    this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chat completions that ended, by outcome.', labelNames: ['outcome'], registers })
+    // Which replica this is, as an info series (Prometheus' own `instance` label names the target).
+    if (info !== undefined) new Gauge({ name: `${PREFIX}info`, help: 'Always 1: this replica (INSTANCE_ID), its version and engine.', labelNames: ['replica', 'version', 'engine'], registers }).set(info, 1)
+    this.#jobs = new Counter({ name: `${PREFIX}jobs_total`, help: 'Jobs that ended, by tenant, terminal status and error code.', labelNames: ['tenant', 'status', 'error'], registers })
+    this.#chats = new Counter({ name: `${PREFIX}chat_completions_total`, help: 'Chats that ended (chat completions, responses, messages), by tenant, API and outcome.', labelNames: ['tenant', 'api', 'outcome'], registers })
     const gauge = (name: string, help: string, read: () => number): Gauge => new Gauge({ name, help, registers, collect () { this.set(read()) } })
     const loopDelay = this.#loopDelay
     this.#gauges = [
@@ -59,8 +61,8 @@ export class Metrics {
     this.#queueWait = new Histogram({ name: `${PREFIX}queue_wait_seconds`, help: 'Time runs waited for a slot.', labelNames: ['kind'], buckets: BUCKETS, registers })
     this.#runTime = new Histogram({ name: `${PREFIX}run_seconds`, help: 'Time runs held a slot (workspace, agent, collecting).', labelNames: ['kind'], buckets: BUCKETS, registers })
     this.#prepare = new Histogram({ name: `${PREFIX}workspace_prepare_seconds`, help: "Time to prepare a job's workspace.", buckets: BUCKETS, registers })
-    this.#cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: 'total_cost_usd reported by the CLI.', labelNames: ['kind'], registers })
-    this.#tokens = new Counter({ name: `${PREFIX}tokens_total`, help: 'Tokens reported by the CLI.', labelNames: ['kind', 'type'], registers })
+    this.#cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: 'total_cost_usd reported by the CLI, by tenant.', labelNames: ['tenant', 'kind'], registers })
+    this.#tokens = new Counter({ name: `${PREFIX}tokens_total`, help: 'Tokens reported by the CLI, by tenant.', labelNames: ['tenant', 'kind', 'type'], registers })
     this.#warmStarts = new Counter({ name: `${PREFIX}warm_starts_total`, help: 'Runs started while WARM_AGENTS > 0: hit, a warm CLI took the prompt; miss, a cold start.', labelNames: ['result'], registers })
     this.#httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered (but /health and /metrics).', labelNames: ['method', 'route', 'status'], registers })
     this.#httpDuration = new Histogram({ name: `${PREFIX}http_request_duration_seconds`, help: 'Time to answer HTTP requests (streams: until they end).', labelNames: ['method', 'route'], buckets: BUCKETS, registers })
@@ -72,18 +74,18 @@ export class Metrics {
   }
 
   jobFinished (job: RunRecord): void {
-    this.#jobs.inc({ status: job.status, error: job.error?.code ?? '' })
+    this.#jobs.inc({ tenant: job.tenant, status: job.status, error: job.error?.code ?? '' })
     if (job.phaseMs.preparing !== undefined) this.#prepare.observe(job.phaseMs.preparing / 1000)
-    this.#usage('job', job.result)
+    this.#usage(job.tenant, 'job', job.result)
   }
 
   warmTake (hit: boolean): void {
     this.#warmStarts.inc({ result: hit ? 'hit' : 'miss' })
   }
 
-  chatFinished (outcome: string, result: CliResult | null): void {
-    this.#chats.inc({ outcome })
-    this.#usage('chat', result)
+  chatFinished (api: string, outcome: string, result: CliResult | null, tenant: string): void {
+    this.#chats.inc({ tenant, api, outcome })
+    this.#usage(tenant, 'chat', result)
   }
 
   /** Called for every response: the labelled children are made once and kept. */
@@ -102,13 +104,13 @@ export class Metrics {
     this.#loopDelay.disable()
   }
 
-  #usage (kind: 'job' | 'chat', result: CliResult | null): void {
+  #usage (tenant: string, kind: 'job' | 'chat', result: CliResult | null): void {
     if (result === null) return
-    if (typeof result.total_cost_usd === 'number') this.#cost.inc({ kind }, result.total_cost_usd)
+    if (typeof result.total_cost_usd === 'number') this.#cost.inc({ tenant, kind }, result.total_cost_usd)
     const usage = (result.usage ?? {}) as Record<string, unknown>
     for (const [key, type] of [['input_tokens', 'input'], ['output_tokens', 'output'], ['cache_read_input_tokens', 'cache_read'], ['cache_creation_input_tokens', 'cache_creation']] as const) {
       const value = usage[key]
-      if (typeof value === 'number' && value > 0) this.#tokens.inc({ kind, type }, value)
+      if (typeof value === 'number' && value > 0) this.#tokens.inc({ tenant, kind, type }, value)
     }
   }
 }

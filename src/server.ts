@@ -47,6 +47,9 @@ const stop = (signal: NodeJS.Signals): void => {
 }
 process.on('SIGTERM', stop)
 process.on('SIGINT', stop)
+// Tokens rotate without a restart: TENANTS_FILE is re-read (and logged); a file that no longer
+// parses leaves the tenants in force. Without a handler SIGHUP would end the process.
+process.on('SIGHUP', () => { void app.ctx.tenants.reload() })
 
 try {
   await app.listen({ host: config.host, port: config.port })

@@ -21,6 +21,8 @@ import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
 import { WarmPool } from './runner/warm-pool.ts'
 import { toJobView } from './schemas/job.ts'
+import { Tenants } from './tenants/tenants.ts'
+import { DiskWatch } from './workspace/disk.ts'
 import { GitWorkspaces } from './workspace/git-workspaces.ts'
 import { InstanceLock } from './workspace/instance-lock.ts'
 import { DirectoryWorkspaces, WorkspaceFolders, type WorkspaceProvider } from './workspace/workspace.ts'
@@ -35,12 +37,16 @@ export interface ServiceDeps {
 /** The domain of one app: everything the routes work with, none of it shared with another app. */
 export interface Services {
   config: Config
+  /** The tokens accepted and who holds each (AUTH_TOKENS, TENANTS_FILE, METRICS_TOKEN); `reload` on SIGHUP. */
+  tenants: Tenants
   /** Where runs are admitted, queued, recorded and followed: memory, or Redis (REDIS_URL). */
   engine: Engine
   jobs: JobService
   chat: ChatService
   webhooks: WebhookSender
   workspaces: WorkspaceProvider
+  /** Free space under WORKSPACE_ROOT, for /health. */
+  disk: DiskWatch
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
   sandbox: Sandbox
@@ -65,18 +71,21 @@ export interface Services {
 const WEBHOOK_DRAIN_MS = 10_000
 
 export async function createServices (config: Config, deps: ServiceDeps, logger: Logger): Promise<Services> {
+  // First: a bad TENANTS_FILE stops the start-up before anything is touched.
+  const tenants = await Tenants.load({ file: config.tenantsFile, authTokens: config.authTokens, metricsToken: config.metricsToken, logger })
+  if (config.tenantsFile !== undefined) logger.info({ file: config.tenantsFile, tenants: tenants.names }, 'tenants loaded')
   // Before anything under WORKSPACE_ROOT is touched: a second instance on the same folder would
   // sweep away the first one's workspaces.
   const lock = await InstanceLock.acquire(config.workspaceRoot)
   try {
-    return await start(config, deps, logger, lock)
+    return await start(config, deps, logger, lock, tenants)
   } catch (error) {
     await lock.release()
     throw error
   }
 }
 
-async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: InstanceLock): Promise<Services> {
+async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: InstanceLock, tenants: Tenants): Promise<Services> {
   const now = deps.now ?? Date.now
   const folders = new WorkspaceFolders(config.workspaceRoot, { onError: (error, context) => logger.warn({ err: error }, context) })
   const records = new ProcessRecords(folders.pids)
@@ -127,6 +136,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       logger,
       now,
     })
+  const disk = new DiskWatch(config.workspaceRoot, config.workspaceMinFreeBytes).start()
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,
@@ -139,7 +149,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
   })
   // Read at scrape time only, by when the engine exists.
-  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, () => pool.describe())
+  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, { replica: config.instanceId, version: packageJson.version, engine: config.redisUrl === undefined ? 'memory' : 'redis' }, () => pool.describe())
   // Warm processes look like cold ones only where paths inside are fixed: in the sandbox.
   if (config.warmAgents > 0 && !sandbox.info.isolated) logger.warn('WARM_AGENTS is ignored with SANDBOX=off: a warm agent\'s folders would show it was started for another run')
   // Slots are the engine's; until it exists there are none to spare.
@@ -147,7 +157,8 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   const pool = new WarmPool({
     size: sandbox.info.isolated ? config.warmAgents : 0,
     maxIdleMs: config.warmAgentMaxIdleSeconds * 1000,
-    slotFree: () => slots.free(),
+    // Below WORKSPACE_MIN_FREE_BYTES a warm workspace would take the room a run needs.
+    mayStart: () => slots.free() && !disk.low,
     now,
     logger,
     onTake: hit => { metrics.warmTake(hit) },
@@ -177,12 +188,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     engine,
     controls,
     timeoutMs: config.jobTimeoutSeconds * 1000,
+    storeMs: config.jobTtlSeconds * 1000,
     maxAnswerBytes: config.maxOutputBytes,
     systemPromptMode: config.systemPromptMode,
     models: config.openaiModels,
     permissionMode: config.agentPermissionMode,
     now,
-    onFinished: (outcome, result) => metrics.chatFinished(outcome, result),
+    onFinished: (api, outcome, result, tenant) => metrics.chatFinished(api, outcome, result, tenant),
   })
   const jobs = new JobService({
     engine,
@@ -202,6 +214,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     maxOutputBytes: config.maxOutputBytes,
     workspaces: provider,
     configs: { folders, template: config.claudeConfigTemplate },
+    disk,
     warm: pool.size > 0 ? { pool, lane, defaultSpec } : undefined,
     onError: (error, context) => logger.error({ err: error }, context),
   })
@@ -210,7 +223,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
   const chatExecutor = executorFor(new DirectoryWorkspaces(folders), 'chats')
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
-  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, now, logger }))
+  engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, maxAnswerBytes: config.maxOutputBytes, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {
@@ -221,11 +234,13 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
   })())
   return {
     config,
+    tenants,
     engine,
     jobs,
     chat,
     webhooks,
     workspaces,
+    disk,
     controls,
     sandbox,
     warm: pool,
@@ -247,6 +262,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       await controls.close()
       await folders.close()
       metrics.close()
+      disk.close()
       await lock.release()
     },
   }

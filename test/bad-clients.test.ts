@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import { AUTH, finished, getJob, listen, makeApp, submit, tempDir, TOKEN } from './helpers/app.ts'
@@ -41,7 +42,7 @@ describe('a streaming chat completion whose client never reads', () => {
     const rssBefore = process.memoryUsage().rss
     const client = await rawClient(base, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     client.socket.pause()
-    await vi.waitFor(async () => expect(await metric(app, 'claude_runner_chat_completions_total{outcome="client_gone"} 1')).toBe(true), { timeout: 30_000, interval: 100 })
+    await vi.waitFor(async () => expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="chat.completions",outcome="client_gone"} 1')).toBe(true), { timeout: 30_000, interval: 100 })
     await expectAllGone([probe.started[0]!.pid])
     expect(app.ctx.engine.queue.counts.active).toBe(0)
     await vi.waitFor(async () => expect(await openConnections(app)).toBe(0))
@@ -75,7 +76,38 @@ describe('a streaming chat completion whose client never reads', () => {
     // The runs were stopped at the bound, not left to print the rest.
     await expectAllGone(probe.started.map(start => start.pid))
     expect(probe.started).toHaveLength(2)
-    expect(await metric(app, 'claude_runner_chat_completions_total{outcome="length"} 2')).toBe(true)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="chat.completions",outcome="length"} 2')).toBe(true)
+  })
+
+  it('cuts a response and a message there too: incomplete, max_tokens; a stored response reads back as it was answered', async () => {
+    const { app } = await makeApp({ maxOutputBytes: 256 * 1024 })
+    const base = await listen(app)
+    const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: TOKEN, maxRetries: 0 })
+    const anthropic = new Anthropic({ baseURL: base, authToken: TOKEN, apiKey: null, maxRetries: 0 })
+    const probe = await AgentProbe.start()
+    probe.release()
+    const flood = `${probe.directive} [[fake flood ${4 * MiB}]]`
+    const response = await openai.responses.create({ model: 'haiku', input: flood })
+    expect(response).toMatchObject({ status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } })
+    expect(Buffer.byteLength(response.output_text)).toBeGreaterThan(190 * 1024)
+    expect(Buffer.byteLength(response.output_text)).toBeLessThanOrEqual(256 * 1024)
+    const { output_text: text, ...kept } = await openai.responses.retrieve(response.id)
+    const { output_text: answered, ...wire } = response
+    expect(kept).toEqual(wire)
+    expect(text).toBe(answered)
+    const streamed = await openai.responses.stream({ model: 'haiku', input: `${probe.directive} [[fake flood-deltas ${4 * MiB}]]` }).finalResponse()
+    expect(streamed.status).toBe('incomplete')
+    expect(Buffer.byteLength(streamed.output_text)).toBe(256 * 1024)
+
+    const message = await anthropic.messages.create({ model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: flood }] })
+    expect(message.stop_reason).toBe('max_tokens')
+    const final = await anthropic.messages.stream({ model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: `${probe.directive} [[fake flood-deltas ${4 * MiB}]]` }] }).finalMessage()
+    expect(final.stop_reason).toBe('max_tokens')
+    expect(Buffer.byteLength((final.content[0] as { text: string }).text)).toBe(256 * 1024)
+    await expectAllGone(probe.started.map(start => start.pid))
+    expect(probe.started).toHaveLength(4)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="responses",outcome="length"} 2')).toBe(true)
+    expect(await metric(app, 'claude_runner_chat_completions_total{tenant="default",api="messages",outcome="length"} 2')).toBe(true)
   })
 
   it('answers one under the bound whole, with finish_reason "stop", streamed or not', async () => {

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, expect, it, vi } from 'vitest'
 import { AUTH, listen, makeApp, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { cli, startCli } from './helpers/cli.ts'
@@ -116,6 +117,23 @@ describe('the claude-runner client when the server is killed and restarted', () 
       expect(result.stderr).toContain(`the server no longer has job ${job.job_id}: it was restarted (or killed) since it accepted the job`)
       expect(result.stderr).toContain('retrying in')
     }
+  })
+})
+
+describe('the claude-runner client and a tenant\'s budget', () => {
+  it('fails at once (65) on budget_exceeded instead of waiting until midnight UTC', async () => {
+    const token = 'team-a-token-0123456789abcdef'
+    const file = join(await tempDir(), 'tenants.json')
+    writeFileSync(file, JSON.stringify({ tenants: [{ name: 'team-a', tokens: [token], budget_usd_per_day: 0.04 }] }))
+    const { app } = await makeApp({ tenantsFile: file })
+    const base = await listen(app)
+    // One run spends the budget: the fake CLI reports $0.049864.
+    const spent = await cli(base, ['run', '-q', '--token', token, 'hi'])
+    expect(spent.code, spent.stderr).toBe(0)
+    const refused = await cli(base, ['run', '-q', '--token', token, 'hi'])
+    expect(refused.code, refused.stderr).toBe(65)
+    expect(refused.stderr).toContain('429 budget_exceeded: tenant team-a has spent $0.0499 today (UTC)')
+    expect(refused.stderr).not.toContain('retrying')
   })
 })
 

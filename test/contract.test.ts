@@ -143,7 +143,7 @@ describe('GET /jobs/:id/events ids', () => {
 
 describe('/openapi.json', () => {
   it('documents every response each route really gives: requests made from the document itself', async () => {
-    const { app } = await makeApp({ maxConcurrency: 2 })
+    const { app } = await makeApp({ maxConcurrency: 2, metricsToken: 'metrics-token-0123456789abcd' })
     const base = await listen(app)
     const done = await run(app, { prompt: 'hi [[fake tool]]', metadata: { from: 'contract' } })
     const doc = (await app.inject({ method: 'GET', url: '/openapi.json', headers: AUTH })).json<OpenApiDocument>()
@@ -151,6 +151,7 @@ describe('/openapi.json', () => {
     const fixtures = {
       params: { id: done.job_id, model: 'haiku' },
       auth: { authorization: `Bearer ${TOKEN}` },
+      narrowAuth: { authorization: 'Bearer metrics-token-0123456789abcd' },
       bodies: {
         'POST /execute': [{ prompt: 'hi', model: 'haiku', metadata: { a: [1, { b: null }] } }],
         'POST /v1/chat/completions': [
@@ -158,6 +159,17 @@ describe('/openapi.json', () => {
           { model: 'haiku', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } },
           { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
         ],
+        'POST /v1/responses': [
+          { model: 'haiku', input: 'hi' },
+          { model: 'haiku', input: [{ role: 'user', content: [{ type: 'input_text', text: 'hi' }] }], stream: true, store: false },
+          { model: 'haiku', input: 'hi', previous_response_id: 'resp_unknown' },
+        ],
+        'POST /v1/messages': [
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] },
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], stream: true },
+          { model: 'haiku', max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image', source: {} }] }] },
+        ],
+        'POST /v1/messages/count_tokens': [{ model: 'haiku', messages: [{ role: 'user', content: 'hi' }] }],
       },
     }
     const problems: string[] = []
@@ -184,7 +196,10 @@ describe('/openapi.json', () => {
     expect(requests).toBeGreaterThan(80)
     // The walk reached the interesting answers, not only refusals.
     for (const expected of ['POST /execute 202', 'GET /jobs/{id} 200', 'GET /jobs/{id}/events 200', 'GET /jobs/{id}/output 200', 'DELETE /jobs/{id} 409',
-      'POST /v1/chat/completions 200', 'POST /v1/chat/completions 404', 'GET /jobs 401', 'GET /jobs 400', 'GET /metrics 200', 'GET /health 200']) {
+      'POST /v1/chat/completions 200', 'POST /v1/chat/completions 404', 'GET /jobs 401', 'GET /jobs 400', 'GET /metrics 200', 'GET /health 200',
+      'GET /jobs 403', 'POST /execute 403', 'POST /v1/chat/completions 403', 'GET /usage 200', 'GET /usage 403',
+      'POST /v1/responses 200', 'POST /v1/responses 404', 'GET /v1/responses/{id} 404', 'DELETE /v1/responses/{id} 404',
+      'POST /v1/messages 200', 'POST /v1/messages 400', 'POST /v1/messages 401', 'POST /v1/messages 403', 'POST /v1/messages/count_tokens 200']) {
       expect(statuses, expected).toContain(expected)
     }
   })
@@ -201,6 +216,6 @@ describe('/openapi.json', () => {
     expect(Object.keys(doc.paths['/jobs/{id}/events']!.get!.responses['200']!.content!)).toEqual(['text/event-stream'])
     expect(Object.keys(doc.paths['/jobs/{id}/output']!.get!.responses['200']!.content!)).toEqual(['application/x-ndjson'])
     expect(Object.keys(doc.paths['/v1/chat/completions']!.post!.responses['200']!.content!)).toEqual(['application/json', 'text/event-stream'])
-    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '413', '415', '422', '429', '503'])
+    expect(Object.keys(doc.paths['/execute']!.post!.responses).sort()).toEqual(['202', '400', '401', '403', '413', '415', '422', '429', '503'])
   })
 })

@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { pino } from 'pino'
 import { expect, inject, it, onTestFinished, vi } from 'vitest'
 import { createMemoryEngine, type EngineOptions } from '../src/engine/memory-engine.ts'
 import { createRedisEngine } from '../src/engine/redis-engine.ts'
@@ -7,6 +6,7 @@ import type { Engine, RunHandle, RunRecord, TenantLimits } from '../src/engine/t
 import { AppError, RunCancelledError, RunTimeoutError } from '../src/errors.ts'
 import { createRecord, isTerminal } from '../src/jobs/job.ts'
 import { describeEngines, type EngineKind } from './helpers/app.ts'
+import { engineOptions, redisEngineOptions } from './helpers/engine.ts'
 
 /**
  * The engine contract, the same for both engines: the work queue, the store and the events,
@@ -63,7 +63,7 @@ class Processor {
 }
 
 /** An engine whose runs the returned processor holds until released; both are torn down after the test. */
-async function setup (kind: EngineKind, overrides: Partial<EngineOptions> = {}): Promise<{ engine: Engine, processor: Processor }> {
+async function setup (kind: EngineKind, overrides: Partial<EngineOptions> & { dispatchTickMs?: number } = {}): Promise<{ engine: Engine, processor: Processor }> {
   const engine = await makeEngine(kind, overrides)
   const processor = new Processor()
   engine.queue.process(processor.run)
@@ -74,22 +74,11 @@ async function setup (kind: EngineKind, overrides: Partial<EngineOptions> = {}):
   return { engine, processor }
 }
 
-async function makeEngine (kind: EngineKind, overrides: Partial<EngineOptions> = {}): Promise<Engine> {
-  const options: EngineOptions = {
-    instance: `test-${randomBytes(3).toString('hex')}`,
-    concurrency: 2,
-    maxQueueDepth: 100,
-    ttlMs: 3_600_000,
-    maxFinished: 1000,
-    maxRetainedBytes: 256 * 1024 * 1024,
-    maxEventBytes: 8 * 1024 * 1024,
-    now: Date.now,
-    onFinished: () => {},
-    ...overrides,
-  }
+async function makeEngine (kind: EngineKind, overrides: Partial<EngineOptions> & { dispatchTickMs?: number } = {}): Promise<Engine> {
+  const { dispatchTickMs, ...options } = { concurrency: 2, ...overrides }
   return kind === 'memory'
-    ? createMemoryEngine(options)
-    : await createRedisEngine({ ...options, url: inject('redisUrl'), prefix: `t-${randomBytes(6).toString('hex')}`, replicaTimeoutMs: 30_000, logger: pino({ level: 'silent' }) })
+    ? createMemoryEngine(engineOptions(options))
+    : await createRedisEngine(redisEngineOptions(inject('redisUrl'), `t-${randomBytes(6).toString('hex')}`, { ...options, ...(dispatchTickMs === undefined ? {} : { dispatchTickMs }) }))
 }
 
 function job (options: { tenant?: string, prompt?: string, timeoutMs?: number, idempotency?: { key: string, fingerprint: string }, now?: number, kind?: 'job' | 'chat' } = {}): RunRecord {
@@ -315,6 +304,49 @@ describeEngines('the engine', kind => {
     expect(await engine.store.get(big[1]!.id)).toBeDefined()
   })
 
+  it('keeps each finished run for the time it was admitted with, never past the TTL', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z')
+    const { engine, processor } = await setup(kind, { concurrency: 3, ttlMs: 60_000, now: () => now })
+    const finish = async (keepMs: number): Promise<RunRecord> => {
+      const record = job({ now, kind: 'chat' })
+      await engine.queue.admit(record, { limits: {}, keepMs })
+      await vi.waitFor(() => expect(processor.held.has(record.id)).toBe(true))
+      processor.release(record.id)
+      return ended(engine, record.id)
+    }
+    const brief = await finish(10_000)
+    const longer = await finish(30_000)
+    const longest = await finish(3_600_000)
+    const kept = async (): Promise<string[]> => {
+      const found = []
+      for (const [name, record] of Object.entries({ brief, longer, longest })) if (await engine.store.get(record.id) !== undefined) found.push(name)
+      return found
+    }
+    expect(await kept()).toEqual(['brief', 'longer', 'longest'])
+    now += 15_000
+    expect(await kept()).toEqual(['longer', 'longest'])
+    now += 20_000
+    expect(await kept()).toEqual(['longest'])
+    // An hour asked for, the TTL (a minute) given.
+    now += 30_000
+    expect(await kept()).toEqual([])
+  })
+
+  it('removes a finished run at once, with its events; never one still running', async () => {
+    const { engine, processor } = await setup(kind)
+    const record = await admit(engine, job({ kind: 'chat' }))
+    await vi.waitFor(() => expect(processor.held.has(record.id)).toBe(true))
+    expect(await engine.store.remove(record.id)).toBe('unfinished')
+    processor.release(record.id)
+    await ended(engine, record.id)
+    expect((await engine.events.since(record.id, 0)).length).toBeGreaterThan(0)
+    expect(await engine.store.remove(record.id)).toBe('removed')
+    expect(await engine.store.get(record.id)).toBeUndefined()
+    expect(await engine.events.since(record.id, 0)).toEqual([])
+    expect(await engine.store.remove(record.id)).toBe('unknown')
+    expect(await engine.store.remove('never-was')).toBe('unknown')
+  })
+
   it('lists jobs newest first, by status and tenant, a page at a time, without chat runs', async () => {
     const { engine, processor } = await setup(kind, { concurrency: 6 })
     const records = []
@@ -369,6 +401,18 @@ describeEngines('the engine', kind => {
     for await (const event of late) ids.push(event.id)
     expect(ids[0]).toBe(late.firstId)
     expect(ids.at(-1)).toBe(42)
+  })
+
+  it('starts a run admitted the moment another ended without waiting for a periodic dispatch', async () => {
+    // Redis: the dispatch tick is a safety net; set to ten minutes, a lost wake-up would hang here.
+    const { engine, processor } = await setup(kind, { concurrency: 1, ...(kind === 'redis' ? { dispatchTickMs: 600_000 } : {}) })
+    for (let i = 0; i < 30; i++) {
+      const record = await admit(engine, job())
+      await processor.waitStarted(i + 1)
+      processor.release(record.id)
+      await ended(engine, record.id)
+    }
+    expect(processor.started).toHaveLength(30)
   })
 
   it('waits for the end of a run, or for the time given', async () => {

@@ -236,7 +236,7 @@ describeEngines('following jobs', engine => {
       // A replay an hour later is refused.
       const stale = `t=${Math.floor(Date.now() / 1000) - 3600},${signature.split(',')[1]}`
       expect(verifyCallback(delivery!.body, stale, SECRET)).toBe(false)
-      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true))
+      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true), { timeout: 20_000 })
       const recorded = await getJob(app, job.job_id)
       expect(recorded.callback).toMatchObject({ delivered: true, attempts: [{ status: 204, error: null }] })
     })
@@ -246,7 +246,7 @@ describeEngines('following jobs', engine => {
       const { app } = await makeApp(webhookConfig())
       const job = await run(app, { prompt: '[[fake is-error]]', callback_url: hook.url })
       await hook.waitFor(3)
-      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true))
+      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(true), { timeout: 20_000 })
       const recorded = await getJob(app, job.job_id)
       expect(recorded.callback!.attempts.map(attempt => attempt.status)).toEqual([500, 503, 200])
       expect(new Set(hook.received.map(request => request.headers['x-claude-runner-delivery'])).size).toBe(1)
@@ -258,7 +258,7 @@ describeEngines('following jobs', engine => {
       const hook = await receiver([500])
       const { app } = await makeApp(webhookConfig({ webhookMaxAttempts: 3 }))
       const job = await run(app, { prompt: 'hi', callback_url: hook.url })
-      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(false))
+      await vi.waitFor(async () => expect((await getJob(app, job.job_id)).callback!.delivered).toBe(false), { timeout: 20_000 })
       expect(hook.received).toHaveLength(3)
       expect((await getJob(app, job.job_id)).callback!.attempts).toHaveLength(3)
     })

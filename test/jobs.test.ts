@@ -120,8 +120,9 @@ describeEngines('jobs', engine => {
       await app.ctx.cli.ready
       const health = (await app.inject({ method: 'GET', url: '/health' })).json()
       expect(health.claude).toMatchObject({ bin: '/nonexistent/claude', state: 'missing', version: null })
-      // The service is still up and serving.
-      expect(health.status).toBe('ok')
+      // The service is still up and serving (200), and says jobs will fail, and why.
+      expect(health.status).toBe('degraded')
+      expect(health.reasons).toEqual([expect.stringContaining('the Claude Code CLI cannot run (CLAUDE_BIN /nonexistent/claude)')])
     })
 
     it('reports the CLI version on /health', async () => {

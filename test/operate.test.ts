@@ -152,19 +152,19 @@ describe('GET /metrics', () => {
     expect(response.statusCode).toBe(200)
     expect(response.headers['content-type']).toContain('text/plain')
     const text = response.body
-    expect(text).toContain('claude_runner_jobs_total{status="completed",error=""} 1')
-    expect(text).toContain('claude_runner_jobs_total{status="failed",error="agent_error"} 1')
+    expect(text).toContain('claude_runner_jobs_total{tenant="default",status="completed",error=""} 1')
+    expect(text).toContain('claude_runner_jobs_total{tenant="default",status="failed",error="agent_error"} 1')
     expect(text).toContain('claude_runner_active_runs 1')
     expect(text).toContain('claude_runner_queue_depth 0')
     expect(text).toContain('claude_runner_capacity 10')
     expect(text).toMatch(/claude_runner_queue_wait_seconds_count\{kind="job"\} 2/)
     expect(text).toMatch(/claude_runner_run_seconds_count\{kind="job"\} 2/)
     expect(text).toMatch(/claude_runner_workspace_prepare_seconds_count 2/)
-    expect(text).toContain('claude_runner_cost_usd_total{kind="job"} 0.099728')
+    expect(text).toContain('claude_runner_cost_usd_total{tenant="default",kind="job"} 0.099728')
     // 100 from the first job, 12406 (the recorded sample's) from the failed one.
-    expect(text).toContain('claude_runner_tokens_total{kind="job",type="input"} 12506')
-    expect(text).toContain('claude_runner_tokens_total{kind="job",type="cache_read"} 5')
-    expect(text).toContain('claude_runner_tokens_total{kind="job",type="output"} 32')
+    expect(text).toContain('claude_runner_tokens_total{tenant="default",kind="job",type="input"} 12506')
+    expect(text).toContain('claude_runner_tokens_total{tenant="default",kind="job",type="cache_read"} 5')
+    expect(text).toContain('claude_runner_tokens_total{tenant="default",kind="job",type="output"} 32')
     // Health checks and scrapes are not counted: they are machines polling.
     expect(text).not.toContain('route="/health"')
     expect(text).toContain('claude_runner_http_requests_total{method="POST",route="/execute",status="202"} 3')
@@ -172,10 +172,13 @@ describe('GET /metrics', () => {
     expect(text).toContain('claude_runner_http_requests_total{method="GET",route="unmatched",status="404"} 2')
     expect(text).toContain('claude_runner_http_requests_total{method="GET",route="/jobs",status="401"} 1')
     expect(text).toMatch(/process_resident_memory_bytes \d+/)
+    expect(text).toContain(`claude_runner_info{replica="${app.ctx.config.instanceId}",version="${app.ctx.version}",engine="memory"} 1`)
     probe.release()
     await finished(app, held.json().job_id)
-    // The metrics token opens /metrics only; the job tokens open it too.
-    expect((await app.inject({ method: 'GET', url: '/jobs', headers: { authorization: 'Bearer metrics-token-0123456789' } })).statusCode).toBe(401)
+    // The metrics token opens /metrics only (a valid token elsewhere, without the scope); the job tokens open it too.
+    const outside = await app.inject({ method: 'GET', url: '/jobs', headers: { authorization: 'Bearer metrics-token-0123456789' } })
+    expect(outside.statusCode).toBe(403)
+    expect(outside.json().error).toMatchObject({ code: 'forbidden', scope: 'jobs' })
     expect((await app.inject({ method: 'GET', url: '/metrics', headers: AUTH })).statusCode).toBe(200)
     expect((await app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(401)
   })
@@ -200,6 +203,8 @@ describe('request logs', () => {
       ['GET', '/nowhere', 404],
     ])
     expect(new Set(requests.map(line => line.reqId)).size).toBe(3)
+    // The tenant once a token named one: not for a refused token, nor outside the APIs.
+    expect(requests.map(line => line.tenant)).toEqual(['default', undefined, undefined])
     expect(JSON.stringify(lines)).not.toContain(TOKEN)
     expect(lines).toEqual(requests)
   })
@@ -212,7 +217,8 @@ describe('GET /openapi.json', () => {
     const doc = (await app.inject({ method: 'GET', url: '/openapi.json', headers: AUTH })).json()
     expect(doc.openapi).toBe('3.1.0')
     expect(Object.keys(doc.paths).sort()).toEqual([
-      '/execute', '/health', '/jobs', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/output', '/metrics', '/v1/chat/completions', '/v1/models', '/v1/models/{model}',
+      '/execute', '/health', '/jobs', '/jobs/{id}', '/jobs/{id}/events', '/jobs/{id}/output', '/metrics', '/usage', '/v1/chat/completions', '/v1/messages',
+      '/v1/messages/count_tokens', '/v1/models', '/v1/models/{model}', '/v1/responses', '/v1/responses/{id}',
     ])
     const body = doc.paths['/execute'].post.requestBody.content['application/json'].schema
     // The document says `additionalProperties: {}` where the schema says `patternProperties: {"^.*$": {}}`: the same thing.
@@ -224,7 +230,7 @@ describe('GET /openapi.json', () => {
     expect(body).toEqual(expected)
     expect(doc.paths['/health'].get.security).toEqual([])
     expect(doc.security).toEqual([{ bearer: [] }])
-    expect(Object.keys(doc.paths['/jobs/{id}'].get.responses)).toEqual(['200', '400', '401', '404'])
+    expect(Object.keys(doc.paths['/jobs/{id}'].get.responses)).toEqual(['200', '400', '401', '403', '404'])
   })
 })
 

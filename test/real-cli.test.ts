@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import { buildApp } from '../src/app.ts'
@@ -263,6 +264,28 @@ describe('the real Claude Code CLI', () => {
     expect(parsed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
     const streamed = await client.chat.completions.stream(request).finalChatCompletion()
     expect(streamed.choices[0]!.message.parsed).toEqual({ verdict: 'pass', reasons: ['tests cover it'] })
+  })
+
+  it('answers the Responses and Messages APIs, streamed or not, through the CLI\'s partial messages', async () => {
+    const { app, stub } = await realApp(() => ({ text: 'Hello from the model, in a few pieces.' }))
+    const url = await listen(app)
+    const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 })
+    const anthropic = new Anthropic({ baseURL: url, authToken: TOKEN, apiKey: null, maxRetries: 0 })
+    const answer = 'Hello from the model, in a few pieces.'
+    expect((await openai.responses.create({ model: 'haiku', input: 'Say hello.' })).output_text).toBe(answer)
+    const deltas: string[] = []
+    const stream = openai.responses.stream({ model: 'haiku', input: 'Say hello.' })
+    stream.on('response.output_text.delta', event => deltas.push(event.delta))
+    const response = await stream.finalResponse()
+    expect(response).toMatchObject({ status: 'completed', output_text: answer, model: 'claude-haiku-5-5' })
+    expect(deltas.length).toBeGreaterThan(1)
+    expect(response.usage!.output_tokens).toBeGreaterThan(0)
+    const message = await anthropic.messages.create({ model: 'haiku', max_tokens: 100, messages: [{ role: 'user', content: 'Say hello.' }] })
+    expect(message.content).toEqual([{ type: 'text', text: answer }])
+    const streamed = await anthropic.messages.stream({ model: 'haiku', max_tokens: 100, messages: [{ role: 'user', content: 'Say hello.' }] }).finalMessage()
+    expect(streamed).toMatchObject({ content: [{ type: 'text', text: answer }], stop_reason: 'end_turn', model: 'claude-haiku-5-5' })
+    expect(streamed.usage.output_tokens).toBeGreaterThan(0)
+    expect(stub.calls).toHaveLength(4)
   })
 
   it('runs 10 jobs at once without corrupting each other\'s CLI state', async () => {

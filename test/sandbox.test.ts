@@ -1,17 +1,17 @@
 // Attacks from inside a run, one per hole the sandbox closes: the agent (the fake CLI) runs shell
 // commands in its real sandbox (`[[fake sh COMMAND]]`, whose output becomes its answer) and the
 // tests check what it saw and what it changed.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
-import { AUTH, FAKE_CLAUDE, finished, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, FAKE_CLAUDE, FAKE_CLAUDE_LIBS, finished, makeApp, record, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, sh } from './helpers/repos.ts'
-import { getJobOver, json, post, refusedServer, startServer } from './helpers/server.ts'
+import { getJobOver, json, post, refusedServer, SERVER, startServer } from './helpers/server.ts'
 
 const SERVICE_CODE = fileURLToPath(new URL('../src', import.meta.url))
 const SECRETS = { AUTH_TOKENS: TOKEN, WEBHOOK_SECRET: 'webhook-secret-0123456789', METRICS_TOKEN: 'metrics-token-0123456789' }
@@ -174,7 +174,7 @@ describe('removing what an agent leaves', () => {
   it('removes chmod 555 trees from the workspace, /tmp and HOME, and the service restarts cleanly', async () => {
     const user = await unprivileged()
     const root = await user.folder()
-    const env = { WORKSPACE_ROOT: root, PATH: user.path, HOME: await user.folder() }
+    const env = { ...user.env, WORKSPACE_ROOT: root, PATH: user.path, HOME: await user.folder() }
     const server = await startServer(env, user.options)
     const lock = (dir: string) => `mkdir -p ${dir}/locked/deep && echo x > ${dir}/locked/deep/file && chmod 555 ${dir}/locked/deep ${dir}/locked`
     const job = await json(post(server.url, { prompt: `[[fake sh ${lock('/workspace')} && ${lock('/tmp')} && ${lock('$HOME')} && ${lock('$CLAUDE_CONFIG_DIR')}]]` }))
@@ -323,7 +323,7 @@ describe('credentials', () => {
  */
 async function unprivileged () {
   if (process.getuid?.() !== 0) {
-    return { options: {}, path: process.env.PATH!, folder: () => tempDir() }
+    return { options: {}, env: {} as Record<string, string>, path: process.env.PATH!, folder: () => tempDir() }
   }
   const uid = 4242
   const dir = await tempDir('cr-user-')
@@ -332,8 +332,17 @@ async function unprivileged () {
   const node = join(dir, 'node', 'bin', 'node')
   // This node may live in root's home (0700): a link elsewhere is one the user can reach.
   linkOrCopy(process.execPath, node)
+  // So may this checkout (CI clones wherever it likes): the same files, bound at a path the user
+  // can reach, give the service its code, node_modules and the fake CLI.
+  const checkout = fileURLToPath(new URL('..', import.meta.url))
+  const app = join(dir, 'app')
+  mkdirSync(app)
+  execFileSync('mount', ['--bind', checkout, app])
+  onTestFinished(() => { execFileSync('umount', ['-l', app]) })
+  const inApp = (path: string): string => join(app, relative(checkout, path))
   return {
-    options: { uid, gid: uid, node },
+    options: { uid, gid: uid, node, server: inApp(SERVER) },
+    env: { CLAUDE_BIN: inApp(FAKE_CLAUDE), SANDBOX_READ_ONLY: inApp(FAKE_CLAUDE_LIBS) },
     path: `${join(dir, 'node', 'bin')}:/usr/local/bin:/usr/bin:/bin`,
     folder: async () => {
       const folder = join(dir, `folder-${readdirSync(dir).length}`)

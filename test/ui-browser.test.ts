@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // Code passed to page.evaluate runs in the page: it is typed against the DOM.
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -284,6 +284,53 @@ describe('the dashboard in Chromium', () => {
     await page.getByLabel('Status').selectOption('cancelled')
     await page.getByText('No cancelled jobs.').waitFor()
     expect(ids).toHaveLength(4)
+    expect(problems.all).toEqual([])
+  })
+
+  it('signs in with a tenant\'s token: its own jobs only, everyone\'s for an admin; a chat-only token is told why not', async () => {
+    const tokens = { a: 'team-a-token-0123456789abcdef', b: 'team-b-token-0123456789abcdef', admin: 'ops-admin-token-0123456789abc', chat: 'chat-only-token-0123456789abc' }
+    const file = join(await tempDir(), 'tenants.json')
+    writeFileSync(file, JSON.stringify({
+      tenants: [
+        { name: 'team-a', tokens: [tokens.a] },
+        { name: 'team-b', tokens: [tokens.b] },
+        { name: 'ops', tokens: [tokens.admin], scopes: ['admin'] },
+        { name: 'ide', tokens: [tokens.chat], scopes: ['chat'] },
+      ],
+    }))
+    const { app, session: { base, page, problems } } = await open({ tenantsFile: file })
+    const submitAs = async (token: string, prompt: string) => {
+      const response = await app.inject({ method: 'POST', url: '/execute', headers: { authorization: `Bearer ${token}` }, payload: { prompt } })
+      return (await finished(app, response.json().job_id)).job_id
+    }
+    const ofA = await submitAs(tokens.a, 'Team A\'s review')
+    const ofB = await submitAs(tokens.b, 'Team B\'s release notes')
+
+    await page.goto(`${base}/ui/`)
+    await page.getByLabel('Bearer token').fill(tokens.chat)
+    await page.getByRole('button', { name: 'Sign in' }).click()
+    await eventually(() => page.locator('.sign-in .error').textContent()).toContain('This token is valid but may not see jobs')
+    expect(await page.locator('.sign-in .error').textContent()).toContain('lacks the jobs scope')
+    expect(await page.evaluate(() => sessionStorage.getItem('claude-runner.token'))).toBeNull()
+    expect(problems.all.splice(0)).toEqual([expect.stringContaining('status of 403')])
+
+    await page.getByLabel('Bearer token').fill(tokens.a)
+    await page.getByRole('button', { name: 'Sign in' }).click()
+    await row(page, ofA).waitFor()
+    expect(await page.locator('tr.job').count()).toBe(1)
+    expect(await page.locator('th', { hasText: 'Tenant' }).isHidden()).toBe(true)
+    // Another tenant's job, asked for by its address, is not there.
+    await page.goto(`${base}/ui/#/jobs/${ofB}`)
+    await page.getByText('or it is another tenant\'s').waitFor()
+    expect(problems.all.splice(0)).toEqual([expect.stringContaining('status of 404')])
+
+    await page.getByRole('button', { name: 'Sign out' }).click()
+    await signIn(page, base, tokens.admin)
+    await row(page, ofB).waitFor()
+    await row(page, ofA).waitFor()
+    expect(await page.locator('th', { hasText: 'Tenant' }).isVisible()).toBe(true)
+    expect(await row(page, ofA).locator('td[data-label="Tenant"]').textContent()).toBe('team-a')
+    expect(await row(page, ofB).locator('td[data-label="Tenant"]').textContent()).toBe('team-b')
     expect(problems.all).toEqual([])
   })
 

@@ -111,8 +111,8 @@ describe('followEvents', () => {
     expect(events.filter(event => event.type === 'text').map(event => JSON.parse(event.data).text)).toEqual(['before the cut', 'after the cut', 'Hi! (fake model)'])
   })
 
-  it('stops at a refusal (a wrong token, a job that is gone) instead of retrying', async () => {
-    const { app } = await makeApp()
+  it('stops at a refusal (a wrong token, a job that is gone, a token without the scope) instead of retrying', async () => {
+    const { app } = await makeApp({ metricsToken: 'metrics-token-0123456789abcd' })
     const base = await listen(app)
     const job = await submit(app, { prompt: 'hi' })
     await finished(app, job.job_id)
@@ -122,6 +122,9 @@ describe('followEvents', () => {
     await expect(wrongToken).rejects.toMatchObject({ status: 401, body: { error: { code: 'unauthorized' } } })
     await expect(followEvents(`${base}/jobs/nope/events`, { token: TOKEN, signal, onEvent: () => {} }))
       .rejects.toMatchObject({ status: 404, body: { error: { code: 'job_not_found' } } })
+    // The page shows the refusal's message: a token without the jobs scope is told which it lacks.
+    await expect(followEvents(`${base}/jobs/${job.job_id}/events`, { token: 'metrics-token-0123456789abcd', signal, onEvent: () => {} }))
+      .rejects.toMatchObject({ status: 403, message: expect.stringContaining('lacks the jobs scope') })
   })
 
   it('gives up when aborted, while waiting to reconnect', async () => {

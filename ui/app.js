@@ -86,7 +86,7 @@ function signInView (notice, done) {
     h('h1', null, 'Sign in'),
     h('label', { for: 'token' }, 'Bearer token'),
     input,
-    h('p', { class: 'hint', id: 'token-help' }, 'One of the service\'s AUTH_TOKENS. It is kept in this tab only (sessionStorage) and sent as an Authorization header.'),
+    h('p', { class: 'hint', id: 'token-help' }, 'A token of the service (AUTH_TOKENS or TENANTS_FILE) with the jobs scope: you see your tenant\'s jobs, an admin everyone\'s. It is kept in this tab only (sessionStorage) and sent as an Authorization header.'),
     message,
     button
   )
@@ -104,15 +104,27 @@ function signInView (notice, done) {
       session.signIn(token)
       done()
     } catch (error) {
-      replace(message, /** @type {{ status?: number }} */ (error).status === 401
-        ? 'The service refused this token.'
-        : `Could not reach the service: ${error instanceof Error ? error.message : String(error)}`)
+      replace(message, signInProblem(error))
     } finally {
       button.disabled = false
     }
   })
   queueMicrotask(() => input.focus())
   return { element: form }
+}
+
+/**
+ * Why signing in failed, for people: a token the service does not know, one it knows that may not
+ * see jobs (a chat-only or metrics-only token: the dashboard shows jobs), or no answer.
+ * @param {unknown} error
+ */
+export function signInProblem (error) {
+  const { status } = /** @type {{ status?: number }} */ (error)
+  if (status === 401) return 'The service refused this token.'
+  if (status === 403) {
+    return `This token is valid but may not see jobs, which is what the dashboard shows (a chat-only or metrics-only token?): ${error instanceof Error ? error.message : ''}`
+  }
+  return `Could not reach the service: ${error instanceof Error ? error.message : String(error)}`
 }
 
 /** @param {string} text @returns {Promise<boolean>} */

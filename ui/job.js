@@ -155,7 +155,7 @@ export function jobView ({ api, confirm }, id) {
     } catch (error) {
       if (controller.signal.aborted) return
       if (/** @type {{ code?: string }} */ (error).code === 'job_not_found') {
-        replace(element, link('#/', { class: 'back' }, '← All jobs'), h('p', { class: 'card error' }, `No job ${id}: it never existed, or it ended more than JOB_TTL_SECONDS ago.`))
+        replace(element, link('#/', { class: 'back' }, '← All jobs'), h('p', { class: 'card error' }, `No job ${id}: it never existed, it ended more than JOB_TTL_SECONDS ago, or it is another tenant's.`))
       } else {
         showError(error)
       }

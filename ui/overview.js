@@ -96,7 +96,8 @@ export function overviewView ({ api, navigate }, query) {
 
   /** @param {JobSummary[]} jobs @param {string | null} next */
   function renderJobs (jobs, next) {
-    const tenants = jobs.some(job => typeof job.tenant === 'string')
+    // Every job has a tenant; the column says something only when the list mixes tenants (an admin's).
+    const tenants = new Set(jobs.map(job => job.tenant)).size > 1
     tenantHeader.hidden = !tenants
     empty.hidden = jobs.length > 0
     table.hidden = jobs.length === 0

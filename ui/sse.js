@@ -77,7 +77,9 @@ export class SseParser {
 export class StreamRefused extends Error {
   /** @param {number} status @param {unknown} body */
   constructor (status, body) {
-    super(`the event stream was refused with ${status}`)
+    // The API's own message when it sent one (a 403 names the scope the token lacks).
+    const message = /** @type {{ error?: { message?: unknown } } | null} */ (body)?.error?.message
+    super(typeof message === 'string' ? message : `the event stream was refused with ${status}`)
     this.name = 'StreamRefused'
     this.status = status
     this.body = body

@@ -17,6 +17,10 @@ export type RunErrorCode =
   | 'unknown_agent'
   /** Redis engine: the replica running the agent died (no heartbeat for REPLICA_TIMEOUT_SECONDS). */
   | 'worker_lost'
+  /** The disk under WORKSPACE_ROOT is full: the message says how much is free. */
+  | 'workspace_full'
+  /** BASE_REPO could not be fetched to look for the job's ref. */
+  | 'fetch_failed'
 
 export interface RunError {
   code: RunErrorCode

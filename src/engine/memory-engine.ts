@@ -2,7 +2,7 @@ import { MemoryJobEvents } from './memory-job-events.ts'
 import { MemoryJobStore } from './memory-job-store.ts'
 import { MemoryUsageLedger } from './memory-usage.ts'
 import { MemoryWorkQueue } from './memory-work-queue.ts'
-import { CHAT_TTL_MS, type Engine, type EngineHealth, type RunRecord } from './types.ts'
+import { type Engine, type EngineHealth, type RunRecord } from './types.ts'
 
 /** What both engines are built from (see createEngine). */
 export interface EngineOptions {
@@ -29,7 +29,6 @@ export function createMemoryEngine (options: EngineOptions): Engine {
   const usage = new MemoryUsageLedger()
   const store = new MemoryJobStore({
     ttlMs: options.ttlMs,
-    chatTtlMs: Math.min(CHAT_TTL_MS, options.ttlMs),
     maxFinished: options.maxFinished,
     maxRetainedBytes: options.maxRetainedBytes,
     maxEventBytes: options.maxEventBytes,

@@ -4,10 +4,8 @@ import type { JobStore, ListQuery, RunRecord } from './types.ts'
 import type { MemoryUsageLedger } from './memory-usage.ts'
 
 export interface MemoryJobStoreOptions {
-  /** How long a finished job is kept. */
+  /** How long a finished run is kept at most (JOB_TTL_SECONDS); each run says how long it wants. */
   ttlMs: number
-  /** How long a finished chat run is kept (its caller reads it at once). */
-  chatTtlMs: number
   /** How many finished runs are kept at most; the oldest go first. */
   maxFinished: number
   /** How many bytes (records, outputs, event histories) finished runs may hold together. */
@@ -24,6 +22,8 @@ export interface MemoryJobStoreOptions {
 /** One run as the memory engine holds it. */
 export interface MemoryEntry {
   readonly record: RunRecord
+  /** How long it is kept once finished (AdmitOptions.keepMs). */
+  readonly keepMs: number
   lines: readonly string[]
   readonly log: EventLog
   /** Told once, when the run ends; a waiter removes itself when it returns (nothing is kept for it). */
@@ -59,9 +59,10 @@ export class MemoryJobStore implements JobStore {
 
   // The engine's side: the work queue admits and settles runs through these.
 
-  insert (record: RunRecord): MemoryEntry {
+  insert (record: RunRecord, keepMs: number): MemoryEntry {
     const entry: MemoryEntry = {
       record,
+      keepMs,
       lines: [],
       log: new EventLog({ maxEvents: this.#options.maxEvents, maxBytes: this.#options.maxEventBytes, now: this.#options.now }),
       waiters: new Set(),
@@ -89,14 +90,14 @@ export class MemoryJobStore implements JobStore {
   settle (entry: MemoryEntry, update: TerminalUpdate, lines: readonly string[]): boolean {
     const { record } = entry
     if (record.status !== 'queued' && record.status !== 'running') return false
-    const { now, ttlMs, chatTtlMs, maxFinished, maxRetainedBytes } = this.#options
+    const { now, ttlMs, maxFinished, maxRetainedBytes } = this.#options
     const terminal = finishRun(record, update, now())
     entry.lines = lines
     entry.log.append(terminal.type, terminal.data)
     entry.log.close()
     const outputBytes = lines.reduce((sum, line) => sum + line.length + 1, 0)
     const bytes = retainedBytes(record, { lines: lines.length, bytes: outputBytes }, { count: entry.log.lastId - entry.log.firstId + 1, bytes: entry.log.bytes })
-    this.#finished.set(record.id, { bytes, expiresAt: now() + (record.kind === 'chat' ? chatTtlMs : ttlMs) })
+    this.#finished.set(record.id, { bytes, expiresAt: now() + Math.min(entry.keepMs, ttlMs) })
     this.#retainedBytes += bytes
     while (this.#finished.size > maxFinished || (this.#retainedBytes > maxRetainedBytes && this.#finished.size > 1)) {
       this.#delete(this.#finished.keys().next().value as string)
@@ -148,6 +149,13 @@ export class MemoryJobStore implements JobStore {
       evicted++
     }
     return evicted
+  }
+
+  async remove (id: string): Promise<'removed' | 'unfinished' | 'unknown'> {
+    if (this.entry(id) === undefined) return 'unknown'
+    if (!this.#finished.has(id)) return 'unfinished'
+    this.#delete(id)
+    return 'removed'
   }
 
   #expired (id: string): boolean {

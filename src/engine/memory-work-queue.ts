@@ -59,7 +59,7 @@ export class MemoryWorkQueue implements WorkQueue {
     return { active: this.#running.size, capacity: this.#options.concurrency, queued: this.#pending.size, closing: this.#closing }
   }
 
-  async admit (record: RunRecord, { limits }: AdmitOptions): Promise<AdmitResult> {
+  async admit (record: RunRecord, { limits, keepMs }: AdmitOptions): Promise<AdmitResult> {
     const { store, now } = this.#options
     if (this.#closing) throw shuttingDown()
     if (record.idempotency !== null) {
@@ -85,7 +85,7 @@ export class MemoryWorkQueue implements WorkQueue {
     tenant.maxRunning = limits.maxRunning
     tenant.inflight++
     record.seq = ++this.#seq
-    const entry = store.insert(record)
+    const entry = store.insert(record, keepMs)
     entry.log.append('status', { status: record.status, phase: record.phase })
     this.#pending.set(record.id, entry)
     this.#dispatch()

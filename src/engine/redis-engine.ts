@@ -18,6 +18,8 @@ export interface RedisEngineOptions extends EngineOptions {
   prefix: string
   replicaTimeoutMs: number
   logger: Logger
+  /** See RedisWorkQueueOptions.dispatchTickMs. */
+  dispatchTickMs?: number
 }
 
 const STATS_MS = 1000
@@ -99,6 +101,7 @@ export async function createRedisEngine (options: RedisEngineOptions): Promise<E
     connectedSince: () => connectedSince,
     describe: () => ({ version: packageJson.version, started_at: startedAt }),
     onStats: stats => { if (Array.isArray(stats)) setCluster(stats as number[]) },
+    dispatchTickMs: options.dispatchTickMs,
   })
 
   await subscriber.subscribe(`${prefix}:done`, `${prefix}:cancel`)

@@ -77,6 +77,11 @@ export class RedisJobStore implements JobStore {
     return Number(await this.#scripts.sweep(this.#now()))
   }
 
+  async remove (id: string): Promise<'removed' | 'unfinished' | 'unknown'> {
+    const reply = await this.#scripts.remove(id, this.#now()).catch(error => { throw unavailable(error) })
+    return reply as 'removed' | 'unfinished' | 'unknown'
+  }
+
   /** Records (undefined where gone) with what others wrote beside them merged in. */
   async #read (ids: readonly string[]): Promise<Array<RunRecord | undefined>> {
     const pipeline = this.#redis.pipeline()

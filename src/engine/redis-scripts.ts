@@ -83,7 +83,7 @@ end
 const scripts = {
   /**
    * ARGV: P, id, record, tenant, kind, idem key name (''), fingerprint, max depth, max queued (''),
-   * max running (''), budget (''), today, first event, now, max events, max event bytes.
+   * max running (''), budget (''), today, first event, now, max events, max event bytes, keep ms.
    * → {'admitted', seq} | {'existing', id} | {'conflict', id} | {'queue_full', inflight, running}
    *   | {'tenant_queue_full', waiting} | {'budget', spent}, each with stats() last
    */
@@ -116,7 +116,7 @@ if budget ~= '' then
 end
 local seq = redis.call('INCR', k('seq'))
 redis.call('SET', run(id), record)
-redis.call('HSET', run(id) .. ':meta', 'seq', seq, 'status', 'queued', 'tenant', tenant, 'kind', kind, 'evn', 0, 'evbytes', 0, 'fp', fp, 'idem', idem)
+redis.call('HSET', run(id) .. ':meta', 'seq', seq, 'status', 'queued', 'tenant', tenant, 'kind', kind, 'evn', 0, 'evbytes', 0, 'fp', fp, 'idem', idem, 'keep', ARGV[17])
 append_event(id, 'status', event, now, max_events, max_bytes)
 redis.call('ZADD', k('pending'), seq, id)
 redis.call('HINCRBY', counts, 'inflight', 1)
@@ -224,7 +224,8 @@ return append_event(id, ARGV[4], ARGV[5], ARGV[6], n(ARGV[7]), n(ARGV[8]))
   /**
    * Ends a run, once: the terminal record, its output and terminal event, the counters, the
    * retention bounds, the tenant's usage, the callback's place in the outbox. ARGV: P, id, expected
-   * owner ('' = any), record, output, status, event, now, expires at, ttl ms, max finished,
+   * owner ('' = any), record, output, status, event, now, expires at and ttl ms at the latest (the
+   * run's own keep time, from admission, when shorter), max finished,
    * max retained bytes, max events, max event bytes, date, cost, input, output, cache read,
    * cache creation tokens, agent seconds, callback (1/0), usage ttl s, bytes held by record and
    * output, bytes per event beyond its data → {1 | 0, stats()}
@@ -234,6 +235,12 @@ local id, expected, record, output, status, event, now = ARGV[2], ARGV[3], ARGV[
 local expires_at, ttl, max_finished, max_retained = ARGV[9], n(ARGV[10]), n(ARGV[11]), n(ARGV[12])
 local max_events, max_bytes, date = n(ARGV[13]), n(ARGV[14]), ARGV[15]
 local meta = run(id) .. ':meta'
+-- The keep time the run was admitted with, within the TTL (the longest any run is kept).
+local keep = n(redis.call('HGET', meta, 'keep') or ARGV[10])
+if keep < ttl then
+  ttl = keep
+  expires_at = n(now) + keep
+end
 local current = redis.call('HGET', meta, 'status')
 if not current or TERMINAL[current] then return { 0, stats() } end
 local owner = redis.call('HGET', meta, 'instance')
@@ -328,6 +335,18 @@ return dead
   /** ARGV: P → stats() */
   stats: `
 return stats()
+`,
+
+  /** Drops a finished run (a deleted response). ARGV: P, id, now → 'removed' | 'unfinished' | 'unknown' */
+  remove: `
+local id = ARGV[2]
+local status = redis.call('HGET', run(id) .. ':meta', 'status')
+if not status then return 'unknown' end
+if not TERMINAL[status] then return 'unfinished' end
+local expiry = redis.call('ZSCORE', k('expiry'), id)
+delete_run(id)
+if expiry and n(expiry) <= n(ARGV[3]) then return 'unknown' end
+return 'removed'
 `,
 
   /** Finished runs past their TTL leave the indexes (their keys expired by themselves). ARGV: P, now → count */

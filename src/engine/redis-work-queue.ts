@@ -6,22 +6,16 @@ import { serialiseEvent } from '../jobs/event-log.ts'
 import { finishRun, LINE_OVERHEAD, retainedBytes, startRun, usageDelta, type TerminalUpdate } from '../jobs/job.ts'
 import { SpawnClaimLostError } from '../jobs/run-worker.ts'
 import { budgetExceeded, idempotencyConflict, queueFull, retryAfterSeconds, shuttingDown, tenantQueueFull } from './admission.ts'
+import type { EngineOptions } from './memory-engine.ts'
 import { cancelledMessage } from './memory-work-queue.ts'
 import { utcDate, USAGE_KEEP_DAYS } from './memory-usage.ts'
 import { unavailable } from './redis-connection.ts'
 import type { RedisJobStore } from './redis-job-store.ts'
 import type { Reply, Scripts } from './redis-scripts.ts'
-import { CHAT_TTL_MS, type AdmitOptions, type AdmitResult, type ClusterCounts, type QueueCounts, type RunHandle, type RunProcessor, type RunRecord, type WorkQueue } from './types.ts'
+import { type AdmitOptions, type AdmitResult, type ClusterCounts, type QueueCounts, type RunHandle, type RunProcessor, type RunRecord, type WorkQueue } from './types.ts'
 
-export interface RedisWorkQueueOptions {
-  instance: string
-  concurrency: number
-  maxQueueDepth: number
-  ttlMs: number
-  maxFinished: number
-  maxRetainedBytes: number
+export interface RedisWorkQueueOptions extends Pick<EngineOptions, 'instance' | 'concurrency' | 'maxQueueDepth' | 'ttlMs' | 'maxFinished' | 'maxRetainedBytes' | 'maxEventBytes' | 'now' | 'onFinished' | 'onSettled'> {
   maxEvents: number
-  maxEventBytes: number
   /** A replica silent this long is dead: its spawned runs end `worker_lost`. */
   replicaTimeoutMs: number
   prefix: string
@@ -32,10 +26,7 @@ export interface RedisWorkQueueOptions {
   commandScripts: Scripts
   writerScripts: Scripts
   store: RedisJobStore
-  now: () => number
   logger: Logger
-  onFinished: (record: RunRecord) => void
-  onSettled?: (run: { kind: RunRecord['kind'], queuedMs: number, runMs: number | undefined }) => void
   /** The cluster's numbers as last refreshed (never fetched on a request). */
   cluster: () => ClusterCounts | null
   /** When this replica last (re)connected to Redis: it judges others dead only after a full timeout connected. */
@@ -44,6 +35,11 @@ export interface RedisWorkQueueOptions {
   describe: () => Record<string, unknown>
   /** The cluster's numbers, as a script that changed them returned them (see stats() in redis-scripts.ts). */
   onStats: (stats: Reply) => void
+  /**
+   * How often waiting runs are dispatched regardless (default 1 s): a safety net for capacity that
+   * appears elsewhere (a replica joins), never the way a run normally starts.
+   */
+  dispatchTickMs?: number | undefined
 }
 
 /** A replica that died mid-run more often than this while preparing it: the run fails instead. */
@@ -93,7 +89,7 @@ export class RedisWorkQueue implements WorkQueue {
     return { active: this.#running.size, capacity: this.#options.concurrency, queued: cluster?.queued ?? 0, closing: this.#closing }
   }
 
-  async admit (record: RunRecord, { limits }: AdmitOptions): Promise<AdmitResult> {
+  async admit (record: RunRecord, { limits, keepMs }: AdmitOptions): Promise<AdmitResult> {
     if (this.#closing) throw shuttingDown()
     const { commandScripts, now, maxQueueDepth, maxEvents, maxEventBytes, store } = this.#options
     const idem = record.idempotency === null ? '' : `${this.#options.prefix}:idem:${record.tenant}:${record.idempotency.key}`
@@ -103,7 +99,7 @@ export class RedisWorkQueue implements WorkQueue {
       reply = await commandScripts.admit(
         record.id, JSON.stringify(record), record.tenant, record.kind, idem, record.idempotency?.fingerprint ?? '',
         maxQueueDepth, limits.maxQueued ?? '', limits.maxRunning ?? '', limits.budgetUsdPerDay ?? '', utcDate(now()),
-        event, now(), maxEvents, maxEventBytes) as Reply[]
+        event, now(), maxEvents, maxEventBytes, Math.max(0, Math.round(keepMs))) as Reply[]
     } catch (error) {
       throw unavailable(error)
     }
@@ -204,7 +200,7 @@ export class RedisWorkQueue implements WorkQueue {
       timer.unref()
       this.#timers.push(timer)
     }
-    every(TICK_MS, async () => { this.dispatch() })
+    every(this.#options.dispatchTickMs ?? TICK_MS, async () => { this.dispatch() })
     every(TICK_MS, () => this.#pollCancels())
     every(TRANSIT_MS, () => this.#redeliver())
     every(Math.max(250, Math.round(replicaTimeoutMs / 6)), () => this.reap())
@@ -225,16 +221,19 @@ export class RedisWorkQueue implements WorkQueue {
       this.#dispatchAgain = true
       return
     }
+    this.#dispatchAgain = false
     this.#dispatching = (async () => {
-      do {
-        this.#dispatchAgain = false
-        const [ids, stats] = await this.#options.commandScripts.dispatch(this.#options.now(), DISPATCH_SCAN) as [string[], Reply]
-        this.#options.onStats(stats)
-        if (ids.length > 0) await this.#hand(ids)
-      } while (this.#dispatchAgain)
+      const [ids, stats] = await this.#options.commandScripts.dispatch(this.#options.now(), DISPATCH_SCAN) as [string[], Reply]
+      this.#options.onStats(stats)
+      if (ids.length > 0) await this.#hand(ids)
     })().catch(error => {
       this.#options.logger.debug({ err: error }, 'dispatch failed; the next tick retries')
-    }).finally(() => { this.#dispatching = undefined })
+    }).finally(() => {
+      this.#dispatching = undefined
+      // Asked again while this pass ran (a run ended, another was admitted): one more pass now,
+      // not at the next tick.
+      if (this.#dispatchAgain) this.dispatch()
+    })
   }
 
   async drain (graceMs: number): Promise<void> {
@@ -306,7 +305,8 @@ export class RedisWorkQueue implements WorkQueue {
     const at = now()
     const event = finishRun(record, update, at)
     const delta = usageDelta(record)!
-    const ttl = record.kind === 'chat' ? Math.min(CHAT_TTL_MS, ttlMs) : ttlMs
+    // The run's own keep time (AdmitOptions.keepMs) is applied by the script, within this.
+    const ttl = ttlMs
     const reply = await scripts.finish(
       record.id, expectedOwner, JSON.stringify(record), lines.length === 0 ? '' : lines.join('\n'), record.status, serialiseEvent(event.data),
       at, at + ttl, ttl, maxFinished, maxRetainedBytes, maxEvents, maxEventBytes, utcDate(at),

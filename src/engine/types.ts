@@ -15,6 +15,24 @@ export type RunKind = 'job' | 'chat'
 
 /** A finished chat run is read by its caller at once; it is kept a little for a late reader. */
 export const CHAT_TTL_MS = 60_000
+
+/**
+ * What a chat run keeps for the protocol adapter it came through (plain JSON): a stored OpenAI
+ * response is read back from its run's record.
+ */
+export interface ChatRecord {
+  /** The wire protocol: `chat.completions`, `responses`, `messages`. */
+  api: string
+  /** Kept to be read back (`store`): for the run's keep time, JOB_TTL_SECONDS. */
+  stored: boolean
+  /** What the adapter echoes when it reads the answer back (instructions, metadata...). */
+  echo: Record<string, unknown> | null
+  /**
+   * A stored run's answer, as its caller got it (the main agent's text within MAX_OUTPUT_BYTES),
+   * written with the terminal record by the replica that ran it; null until then.
+   */
+  answer?: { text: string, cut: boolean } | null | undefined
+}
 export type RunStatus = 'queued' | 'running' | 'completed' | 'failed' | 'timed_out' | 'cancelled'
 export type TerminalStatus = Exclude<RunStatus, 'queued' | 'running'>
 export type ExecutionPhase = 'preparing' | 'running' | 'collecting'
@@ -67,6 +85,8 @@ export interface RunRecord {
   changes: WorkspaceChanges | null
   cancel: { requestedAt: number, reason: CancelReason } | null
   callback: CallbackRecord | null
+  /** Chat runs: what their protocol adapter keeps with them. */
+  chat?: ChatRecord | undefined
 }
 
 /** A tenant's limits, as configured (unset fields mean no limit). */
@@ -78,7 +98,7 @@ export interface TenantLimits {
 
 export interface AdmitOptions {
   limits: TenantLimits
-  /** How long a finished run is kept (and so its Idempotency-Key). */
+  /** How long this run is kept once it has finished (and so its Idempotency-Key), at most JOB_TTL_SECONDS. */
   keepMs: number
 }
 
@@ -113,6 +133,8 @@ export interface JobStore {
   list (query: ListQuery): Promise<{ records: RunRecord[], next: number | undefined }>
   /** Drops finished jobs past their TTL; returns how many went. */
   evictExpired (): Promise<number>
+  /** Drops a finished run now (a deleted response); one still queued or running stays. */
+  remove (id: string): Promise<'removed' | 'unfinished' | 'unknown'>
 }
 
 /** The events of one run, ids 1, 2, 3... whichever replica wrote them. */

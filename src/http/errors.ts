@@ -28,12 +28,6 @@ export function toHttpError (error: unknown): HttpError {
     return make('validation_error', message, { field })
   }
   switch (fastifyError.code) {
-    case 'FST_BEARER_AUTH_MISSING_AUTHORIZATION_HEADER':
-    case 'FST_BEARER_AUTH_INVALID_AUTHORIZATION_HEADER':
-      return {
-        ...make('unauthorized', 'a valid bearer token is required: send "Authorization: Bearer <token>" with one of the AUTH_TOKENS'),
-        headers: { 'www-authenticate': 'Bearer' },
-      }
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return make('payload_too_large', 'the request body is too large (a prompt may be up to 1 MiB)')
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':

@@ -21,8 +21,8 @@ export function routeMiss (app: FastifyInstance, request: FastifyRequest, notFou
 
 /**
  * Adds to every route of the scope the errors it can answer with but does not list itself, so
- * `/openapi.json` says what really comes back: 401 where a token is needed, 400 where anything is
- * validated, 404 where the path names something, 413 and 415 where there is a body.
+ * `/openapi.json` says what really comes back: 401 and 403 where a token is needed, 400 where
+ * anything is validated, 404 where the path names something, 413 and 415 where there is a body.
  */
 export function documentErrors (scope: FastifyInstance, errorBody: TSchema, options: { authenticated: boolean }): void {
   scope.addHook('onRoute', route => {
@@ -32,7 +32,10 @@ export function documentErrors (scope: FastifyInstance, errorBody: TSchema, opti
     const add = (status: number, description: string): void => {
       response[status] ??= { ...errorBody, description }
     }
-    if (options.authenticated) add(401, 'No or a wrong bearer token.')
+    if (options.authenticated) {
+      add(401, 'No or a wrong bearer token.')
+      add(403, 'The token lacks the scope this route needs; `scope` names it.')
+    }
     if (schema.body !== undefined || schema.querystring !== undefined || schema.params !== undefined || schema.headers !== undefined) {
       add(400, 'A parameter, header or the body is invalid; `field` (`param` for OpenAI) names it.')
     }

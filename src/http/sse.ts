@@ -14,6 +14,12 @@ export interface SseOptions {
   headers?: Record<string, string>
 }
 
+/** One event: `data` may hold newlines (each becomes a `data:` line). */
+export interface SseFrame {
+  event?: string
+  data: string
+}
+
 /** What a stream may hold for a client that does not read, as `/jobs/:id/events` allows a follower. */
 export const MAX_STREAM_BUFFER_BYTES = 4 * 1024 * 1024
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { AgentControls } from '../agent/agent-controls.ts'
 import type { AgentSpec } from '../agent/cli-args.ts'
 import { AppError } from '../errors.ts'
+import { forbidden } from '../tenants/scopes.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
 import { createRecord, isTerminal, type JobRequest } from './job.ts'
 
@@ -105,7 +106,9 @@ export class JobService {
     return record.status === 'queued' ? this.#options.engine.queue.position(record.id) : undefined
   }
 
-  async list (query: Omit<ListQuery, 'tenant'> & { tenant?: string | undefined }, caller: Caller): Promise<{ records: RunRecord[], next: number | undefined }> {
+  /** The caller's jobs; an admin's: everyone's, or one tenant's (`tenant`, which only an admin may ask for: else 403). */
+  async list (query: ListQuery, caller: Caller): Promise<{ records: RunRecord[], next: number | undefined }> {
+    if (query.tenant !== undefined && !caller.admin) throw forbidden(['admin'])
     const tenant = caller.admin ? query.tenant : caller.tenant
     return this.#options.engine.store.list({ ...query, tenant })
   }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { RunCancelledError } from '../errors.ts'
 import type { RunProcessor } from '../engine/types.ts'
 import type { AgentExecutor, ExecuteOutcome } from '../runner/agent-executor.ts'
+import { AnswerText } from './answer-text.ts'
 import { agentEvent, enterPhase } from './job.ts'
 
 export interface RunWorkerOptions {
@@ -9,6 +10,8 @@ export interface RunWorkerOptions {
   jobs: AgentExecutor
   /** Runs chat completions: always in an empty folder. */
   chats: AgentExecutor
+  /** MAX_OUTPUT_BYTES: where a chat's answer is cut. */
+  maxAnswerBytes: number
   now: () => number
   logger: Logger
 }
@@ -27,6 +30,9 @@ export function createRunWorker (options: RunWorkerOptions): RunProcessor {
   return async (handle, signal) => {
     const { record } = handle
     const executor = record.kind === 'chat' ? options.chats : options.jobs
+    // A stored chat answer is read back from its record, on any replica: the run's event log is
+    // bounded too, and may have dropped its first blocks by then.
+    const answer = record.chat?.stored === true ? new AnswerText(options.maxAnswerBytes) : undefined
     logger.info({ runId: record.id, kind: record.kind, queueWaitMs: (record.startedAt ?? now()) - record.createdAt }, 'run started')
     let outcome: ExecuteOutcome
     try {
@@ -37,6 +43,7 @@ export function createRunWorker (options: RunWorkerOptions): RunProcessor {
           handle.save()
         },
         onEvent: event => {
+          if (answer !== undefined && event.type === 'text' && event.parent_tool_use_id === null) answer.add(event.text)
           const logged = agentEvent(record, event)
           if (logged !== undefined) handle.event(logged.type, logged.data)
           if (event.type === 'init') handle.save()
@@ -58,6 +65,7 @@ export function createRunWorker (options: RunWorkerOptions): RunProcessor {
     }
     const reason: unknown = signal.reason
     const cancel = outcome.status === 'cancelled' && reason instanceof RunCancelledError ? { requestedAt: now(), reason: reason.reason } : undefined
+    if (answer !== undefined) record.chat!.answer = { text: answer.text, cut: answer.exhausted }
     await handle.finish({
       status: outcome.status,
       result: outcome.result,

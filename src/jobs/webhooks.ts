@@ -119,7 +119,8 @@ export class WebhookSender {
    * once, with the same delivery id header every time.
    */
   serve (outbox: CallbackOutbox, load: (id: string) => Promise<RunRecord | undefined>): void {
-    const leaseMs = this.#options.timeoutMs + 10_000
+    // An attempt ends within its timeout: past that and a margin, the replica that took it is gone.
+    const leaseMs = this.#options.timeoutMs + 2_000
     const poll = async (): Promise<void> => {
       while (!this.#stop.signal.aborted && !this.#hurry.signal.aborted) {
         const id = await outbox.claim(leaseMs)
@@ -133,7 +134,10 @@ export class WebhookSender {
         const attempt = job.callback.attempts.length + 1
         const result = await this.#attempt(job, url, JSON.stringify(this.#options.render(job)), attempt)
         const done = delivered(result) ? true : attempt >= this.#options.maxAttempts ? false : null
-        await outbox.record(id, result, done, this.#options.now() + backoffMs(this.#options.backoffMs, attempt))
+        const wait = backoffMs(this.#options.backoffMs, attempt)
+        await outbox.record(id, result, done, this.#options.now() + wait)
+        // Look again when it is due, not at the next poll (any replica may take it by then).
+        if (done === null) setTimeout(() => this.#kick?.(), wait).unref()
       }
     }
     let polling: Promise<void> | undefined

@@ -1,23 +1,39 @@
 import { randomBytes } from 'node:crypto'
 import type { AgentControls, EffortLevel } from '../agent/agent-controls.ts'
 import type { CliResult } from '../agent/stream-json.ts'
-import { CHAT_TTL_MS, type Engine, type RunRecord } from '../engine/types.ts'
+import { CHAT_TTL_MS, isTerminal, type Engine, type RunRecord } from '../engine/types.ts'
 import { AppError } from '../errors.ts'
 import type { Caller } from '../jobs/job-service.ts'
+import { AnswerBudget } from '../jobs/answer-text.ts'
 import { createRecord } from '../jobs/job.ts'
-import { toAgentPrompt, type ChatMessage } from './transcript.ts'
 
+/** The wire protocols chats come in by; each has an adapter that maps it onto a ChatRequest. */
+export type ChatApi = 'chat.completions' | 'responses' | 'messages'
+
+const ID_PREFIX: Record<ChatApi, string> = { 'chat.completions': 'chatcmpl-', responses: 'resp_', messages: 'msg_' }
+
+/** One question to the agent, whichever protocol it came in by. */
 export interface ChatRequest {
+  api: ChatApi
   model: string
-  messages: readonly ChatMessage[]
+  /** What goes to the CLI on stdin (see transcript.ts). */
+  prompt: string
+  /** System turns: appended to Claude Code's system prompt, or replacing it (OPENAI_SYSTEM_PROMPT_MODE). */
+  system?: string | undefined
   /** Relay text as it is produced (runs the CLI with --include-partial-messages). */
   stream: boolean
   /**
-   * The answer must be an object matching this schema (`response_format`): its JSON text is the
-   * content, sent as one delta at the end when streaming (prose before it is not relayed).
+   * The answer must be an object matching this schema: its JSON text is the content, sent as one
+   * delta at the end when streaming (prose before it is not relayed).
    */
   jsonSchema?: Record<string, unknown> | undefined
+  /** The request's parameter that carried `jsonSchema`, named when the schema is refused. */
+  jsonSchemaParam?: string | undefined
   effort?: EffortLevel | undefined
+  /** Keep the answer to be read back (`kept`) for JOB_TTL_SECONDS; otherwise it is kept a minute. */
+  store?: boolean | undefined
+  /** Plain JSON kept with a stored answer, for the adapter that reads it back. */
+  echo?: Record<string, unknown> | undefined
 }
 
 export interface ChatHandlers {
@@ -25,16 +41,18 @@ export interface ChatHandlers {
   onDelta?: (text: string, run: ChatRun) => void
 }
 
-export interface ChatUsage {
-  prompt_tokens: number
-  completion_tokens: number
-  total_tokens: number
-  prompt_tokens_details: { cached_tokens: number }
+/** Token counts as the CLI reports them (Anthropic's meaning: `input_tokens` excludes the cache). */
+export interface RunUsage {
+  input_tokens: number
+  output_tokens: number
+  cache_read_input_tokens: number
+  cache_creation_input_tokens: number
 }
 
 /** A call in flight: what its chunks carry, and its end. */
 export interface ChatRun {
   id: string
+  /** Unix seconds. */
   created: number
   /** The model as the CLI resolved it once it started (the requested name until then). */
   readonly model: string
@@ -47,26 +65,36 @@ export interface ChatOutcome {
   created: number
   model: string
   content: string
+  /** `length`: cut at MAX_OUTPUT_BYTES, or the CLI stopped at its turn or budget limit. */
   finishReason: 'stop' | 'length'
-  usage: ChatUsage
+  usage: RunUsage
 }
+
+/** A stored answer read back: still to come, or how it ended. */
+export type KeptAnswer =
+  | { state: 'queued' | 'in_progress', record: RunRecord, id: string, created: number, model: string }
+  | { state: 'completed', record: RunRecord, outcome: ChatOutcome }
+  | { state: 'failed', record: RunRecord, id: string, created: number, model: string, error: AppError, usage: RunUsage }
+  | { state: 'cancelled', record: RunRecord, id: string, created: number, model: string, usage: RunUsage }
 
 export interface ChatServiceOptions {
   engine: Engine
-  /** Checks a `response_format` schema the way the CLI will. */
+  /** Checks a response schema the way the CLI will. */
   controls: AgentControls
   timeoutMs: number
+  /** How long a stored answer is kept (JOB_TTL_SECONDS). */
+  storeMs: number
   /** The answer is cut here (MAX_OUTPUT_BYTES of UTF-8), the run stopped, and `finish_reason` is `length`. */
   maxAnswerBytes: number
   systemPromptMode: 'append' | 'replace'
   models: readonly string[]
   permissionMode?: string | undefined
   now: () => number
-  /** Told how each call ended: the run's status, or `client_gone`. */
-  onFinished?: (outcome: string, result: CliResult | null) => void
+  /** Told how each call ended: the run's status, or `client_gone`, or `length`. */
+  onFinished?: (api: ChatApi, outcome: string, result: CliResult | null, tenant: string) => void
 }
 
-/** A chat completion the client no longer waits for: nothing to answer. */
+/** A chat the client no longer waits for: nothing to answer. */
 export class ClientGoneError extends Error {
   override name = 'ClientGoneError'
 }
@@ -83,9 +111,11 @@ interface Follower {
 }
 
 /**
- * OpenAI Chat Completions answered by `claude -p`. Every call is one run admitted like a job: it
- * waits for a slot (on whichever replica has one), counts in /health, and its process group dies
- * when the client goes away. Its answer comes back through the run's events.
+ * Chats answered by `claude -p`, whichever protocol they came in by (the adapters in openai/ and
+ * anthropic/ map theirs onto a ChatRequest). Every call is one run admitted like a job: it waits
+ * for a slot (on whichever replica has one), counts in /health, and its process group dies when
+ * the client goes away. Its answer comes back through the run's events; a stored one is read
+ * back from the run's record and events, on any replica, while the engine keeps them.
  */
 export class ChatService {
   readonly #options: ChatServiceOptions
@@ -94,30 +124,30 @@ export class ChatService {
     this.#options = options
   }
 
-  /**
-   * Checks the request and admits the run. Rejects when the request is refused (bad messages,
-   * unknown model, full queue), before anything is answered; otherwise `result` settles with the
-   * answer.
-   */
-  /** The checks that take time (a response_format schema is compiled off the event loop). */
+  /** The checks that take time (a response schema is compiled off the event loop). */
   async check (request: ChatRequest): Promise<void> {
     this.checkModel(request.model)
     if (request.jsonSchema === undefined) return
     const problem = await this.#options.controls.jsonSchemaProblem(request.jsonSchema)
     if (problem !== undefined) {
-      throw new AppError('validation_error', `response_format.json_schema.schema ${problem}`, { details: { field: 'response_format.json_schema.schema' } })
+      const param = request.jsonSchemaParam ?? 'json_schema'
+      throw new AppError('validation_error', `${param} ${problem}`, { details: { field: param } })
     }
   }
 
+  /**
+   * Admits the run. Rejects when the request is refused (unknown model, full queue), before
+   * anything is answered; otherwise `result` settles with the answer.
+   */
   async submit (request: ChatRequest, caller: Caller, handlers: ChatHandlers, signal: AbortSignal): Promise<ChatRun> {
     const { engine, now } = this.#options
     this.checkModel(request.model)
     const structured = request.jsonSchema !== undefined
     // Structured answers are not relayed as they come: the content must be the object's JSON.
     const relaying = request.stream && !structured
-    const { prompt, system } = toAgentPrompt(request.messages)
-    const id = `chatcmpl-${randomBytes(12).toString('hex')}`
+    const id = `${ID_PREFIX[request.api]}${randomBytes(24).toString('hex')}`
     const created = Math.floor(now() / 1000)
+    const { system } = request
     const record = createRecord({
       id,
       kind: 'chat',
@@ -127,7 +157,7 @@ export class ChatService {
       execute: {
         id,
         spec: {
-          prompt,
+          prompt: request.prompt,
           model: request.model,
           permissionMode: this.#options.permissionMode,
           includePartialMessages: relaying,
@@ -140,7 +170,9 @@ export class ChatService {
       idempotency: null,
       callback: false,
     })
-    await engine.queue.admit(record, { limits: caller.limits, keepMs: CHAT_TTL_MS })
+    const stored = request.store === true
+    record.chat = { api: request.api, stored, echo: stored ? request.echo ?? null : null }
+    await engine.queue.admit(record, { limits: caller.limits, keepMs: stored ? this.#options.storeMs : CHAT_TTL_MS })
     const onAbort = (): void => { void engine.queue.cancel(id, 'client_disconnected').catch(() => {}) }
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) onAbort()
@@ -166,15 +198,15 @@ export class ChatService {
         const final = await engine.store.get(id)
         const cut = budget.exhausted && !signal.aborted
         const status = cut ? 'length' : signal.aborted && final?.status === 'cancelled' ? 'client_gone' : (final?.status ?? 'cancelled')
-        this.#options.onFinished?.(status, final?.result ?? null)
+        this.#options.onFinished?.(request.api, status, final?.result ?? null, caller.tenant)
         if (final === undefined) throw new AppError('internal_error', `the record of chat run ${id} is gone`)
-        if (cut) return { id, created, model, content, finishReason: 'length' as const, usage: usageOf(final.result) }
-        const done = answer(signal, final, { id, created, model, content }, structured)
+        if (final.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
+        const done = outcomeOf(final, { id, created, model, content }, { structured, cut })
         if (structured && request.stream) handlers.onDelta?.(done.content, run)
         // A final result text, when no text block was kept, is bounded too. (A structured answer
         // and a relayed one are bounded already: the result line is at most MAX_OUTPUT_BYTES,
         // and relayed deltas were counted as they went.)
-        if (structured || relaying || done.content === content) return done
+        if (cut || structured || relaying || done.content === content) return done
         const bounded = budget.take(done.content)
         return budget.exhausted ? { ...done, content: bounded, finishReason: 'length' as const } : done
       })
@@ -187,6 +219,45 @@ export class ChatService {
       get result () { return (result ??= start()) },
     }
     return run
+  }
+
+  /**
+   * A stored answer of `api` the caller may see, rebuilt from its run's record as the call itself
+   * answered it; undefined when there is none (never stored, expired, deleted, or another
+   * tenant's).
+   */
+  async kept (id: string, api: ChatApi, caller: Caller): Promise<KeptAnswer | undefined> {
+    const { engine } = this.#options
+    const record = await engine.store.get(id)
+    if (record === undefined || record.kind !== 'chat' || record.chat?.api !== api || record.chat.stored !== true) return undefined
+    if (!caller.admin && record.tenant !== caller.tenant) return undefined
+    const model = record.agent?.model ?? record.execute.spec.model ?? ''
+    const created = Math.floor(record.createdAt / 1000)
+    const base = { record, id, created, model }
+    if (!isTerminal(record.status)) return { ...base, state: record.status === 'queued' ? 'queued' : 'in_progress' }
+    const usage = usageOf(record.result)
+    if (record.status === 'cancelled' && record.cancel?.reason === 'client_disconnected') return { ...base, state: 'cancelled', usage }
+    const structured = record.execute.spec.jsonSchema !== undefined
+    // The answer as the call assembled it, written by the replica that ran it (see run-worker.ts).
+    const answer = record.chat.answer ?? { text: '', cut: false }
+    const content = structured ? '' : answer.text
+    try {
+      const outcome = outcomeOf(record, { id, created, model, content }, { structured, cut: answer.cut })
+      if (outcome.content === content || structured) return { state: 'completed', record, outcome }
+      const budget = new AnswerBudget(this.#options.maxAnswerBytes)
+      const bounded = budget.take(outcome.content)
+      return { state: 'completed', record, outcome: budget.exhausted ? { ...outcome, content: bounded, finishReason: 'length' } : outcome }
+    } catch (error) {
+      if (error instanceof AppError) return { ...base, state: 'failed', error, usage }
+      throw error
+    }
+  }
+
+  /** Forgets a stored answer now: 'unfinished' while its run has not ended. */
+  async forget (id: string, api: ChatApi, caller: Caller): Promise<'removed' | 'unfinished' | 'unknown'> {
+    const found = await this.kept(id, api, caller)
+    if (found === undefined) return 'unknown'
+    return this.#options.engine.store.remove(id)
   }
 
   /** Follows the run's events to its end: the model it runs, the main agent's deltas and text blocks. */
@@ -243,58 +314,32 @@ class DeltaRelay {
   }
 }
 
-/** Bytes of UTF-8 an answer may still take; cuts at a character boundary. */
-class AnswerBudget {
-  #left: number
-  #exhausted = false
-
-  constructor (bytes: number) {
-    this.#left = bytes
-  }
-
-  get exhausted (): boolean {
-    return this.#exhausted
-  }
-
-  take (text: string): string {
-    if (this.#exhausted) return ''
-    const bytes = Buffer.byteLength(text)
-    if (bytes <= this.#left) {
-      this.#left -= bytes
-      return text
-    }
-    const encoded = Buffer.from(text)
-    let end = this.#left
-    // Never split a UTF-8 sequence: back up to the start of the character.
-    while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--
-    this.#left = 0
-    this.#exhausted = true
-    return encoded.subarray(0, end).toString('utf8')
-  }
-}
-
-function answer (signal: AbortSignal, record: RunRecord, partial: { id: string, created: number, model: string, content: string }, structured: boolean): ChatOutcome {
+/**
+ * The answer a finished run gives, or the error it ends with. `content` is the main agent's text
+ * as collected (empty when it was relayed); `cut` when it was stopped at MAX_OUTPUT_BYTES.
+ */
+function outcomeOf (record: RunRecord, partial: { id: string, created: number, model: string, content: string }, options: { structured: boolean, cut: boolean }): ChatOutcome {
   const { result } = record
-  if (record.status === 'cancelled' && signal.aborted) throw new ClientGoneError('the client went away')
+  // Stopped at the bound: what was said so far (usage is zero unless the CLI reported it first).
+  if (options.cut) return { ...partial, finishReason: 'length', usage: usageOf(result) }
   // A structured answer cut short is no answer: its content could not be the object's JSON.
-  const cutShort = !structured && (record.error?.code === 'max_turns' || record.error?.code === 'max_budget')
+  const cutShort = !options.structured && (record.error?.code === 'max_turns' || record.error?.code === 'max_budget')
   if (record.status !== 'completed' && !cutShort) throw failure(record)
-  if (structured) return { ...partial, content: JSON.stringify(result?.structured_output), finishReason: 'stop', usage: usageOf(result) }
+  if (options.structured) return { ...partial, content: JSON.stringify(result?.structured_output), finishReason: 'stop', usage: usageOf(result) }
   const content = partial.content !== '' ? partial.content : (typeof result?.result === 'string' ? result.result : '')
   return { ...partial, content, finishReason: cutShort ? 'length' : 'stop', usage: usageOf(result) }
 }
 
-/**
- * OpenAI usage from the CLI's: every input token the model read (fresh, read from cache, written
- * to cache) is a prompt token; output tokens are completion tokens.
- */
-export function usageOf (result: CliResult | null): ChatUsage {
+/** The CLI's token counts, zero where it reported none. */
+export function usageOf (result: CliResult | null): RunUsage {
   const usage = (result?.usage ?? {}) as Record<string, unknown>
   const count = (key: string): number => typeof usage[key] === 'number' ? usage[key] : 0
-  const cached = count('cache_read_input_tokens')
-  const prompt = count('input_tokens') + cached + count('cache_creation_input_tokens')
-  const completion = count('output_tokens')
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } }
+  return {
+    input_tokens: count('input_tokens'),
+    output_tokens: count('output_tokens'),
+    cache_read_input_tokens: count('cache_read_input_tokens'),
+    cache_creation_input_tokens: count('cache_creation_input_tokens'),
+  }
 }
 
 function failure (outcome: RunRecord): AppError {
@@ -306,7 +351,7 @@ function failure (outcome: RunRecord): AppError {
     case 'cancelled':
       return new AppError('shutting_down', message)
     case 'structured_output_missing':
-      return new AppError('structured_output_missing', `Claude Code gave no answer matching response_format: ${message}`)
+      return new AppError('structured_output_missing', `Claude Code gave no answer matching the requested format: ${message}`)
     case 'api_error': {
       const status = outcome.result?.api_error_status ?? null
       if (status === 429) return new AppError('upstream_rate_limited', `the Anthropic API is rate limiting this service: ${message}`)

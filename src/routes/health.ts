@@ -5,6 +5,7 @@ import type { AppContext } from '../app.ts'
 import { Nullable, StringEnum } from '../schemas/common.ts'
 import type { EngineHealth } from '../engine/types.ts'
 import type { WarmInfo } from '../runner/warm-pool.ts'
+import type { DiskInfo } from '../workspace/disk.ts'
 import type { WorkspaceInfo } from '../workspace/workspace.ts'
 
 const Workspace = Type.Object({
@@ -36,7 +37,8 @@ const Cluster = Type.Object({
 }, { description: 'Redis engine: the whole cluster, refreshed in the background (about every second).' })
 
 const HealthBody = Type.Object({
-  status: StringEnum(['ok', 'draining', 'unavailable'], { description: '`unavailable` (503): Redis cannot be reached; `draining` (503): shutting down.' }),
+  status: StringEnum(['ok', 'degraded', 'draining', 'unavailable'], { description: '`degraded` (200): jobs are likely to fail, `reasons` says why; `unavailable` (503): Redis cannot be reached; `draining` (503): shutting down.' }),
+  reasons: Type.Array(Type.String(), { description: 'Why the status is not `ok` (empty when it is).' }),
   busy: Type.Boolean({ description: 'True when every slot of this replica is taken.' }),
   active: Type.Integer({ description: 'Agent runs in progress on this replica (jobs and chat completions).' }),
   queued: Type.Integer({ description: 'Runs waiting for a slot (with Redis: anywhere in the cluster).' }),
@@ -51,6 +53,12 @@ const HealthBody = Type.Object({
     error: Nullable(Type.String()),
   }),
   workspace: Workspace,
+  disk: Type.Object({
+    free_bytes: Nullable(Type.Integer({ description: 'Free under WORKSPACE_ROOT (to unprivileged users), measured every 5 s.' })),
+    total_bytes: Nullable(Type.Integer()),
+    min_free_bytes: Type.Integer({ description: 'WORKSPACE_MIN_FREE_BYTES: below it, `degraded`.' }),
+    error: Nullable(Type.String({ description: 'Why the disk could not be measured.' })),
+  }),
   engine: Engine,
   cluster: Nullable(Cluster),
   warm: Type.Object({
@@ -74,8 +82,8 @@ type HealthBody = Static<typeof HealthBody>
  * CLI, workspace and warm-pool descriptions (objects replaced on change, never changed in place), by identity.
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
-  const { engine, cli, workspaces, warm } = ctx
-  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, engine: EngineHealth, warm: WarmInfo, json: string } | undefined
+  const { engine, cli, workspaces, disk, warm } = ctx
+  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, engine: EngineHealth, disk: DiskInfo, warm: WarmInfo, json: string } | undefined
 
   app.get('/health', {
     schema: {
@@ -92,13 +100,17 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     const info = cli.info
     const workspace = workspaces.describe()
     const health = engine.health()
+    const space = disk.info
     const warmInfo = warm.describe()
     if (closing || !health.connected) void reply.code(503)
     let answer = last
     if (answer === undefined || answer.closing !== closing || answer.active !== active || answer.queued !== queued ||
-      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace || answer.engine !== health || answer.warm !== warmInfo) {
+      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace || answer.engine !== health || answer.disk !== space ||
+      answer.warm !== warmInfo) {
+      const reasons = degradedBy(info, workspace, space)
       const body: HealthBody = {
-        status: closing ? 'draining' : health.connected ? 'ok' : 'unavailable',
+        status: closing ? 'draining' : !health.connected ? 'unavailable' : reasons.length > 0 ? 'degraded' : 'ok',
+        reasons: health.connected ? reasons : [`Redis cannot be reached${health.lastError === null ? '' : `: ${health.lastError}`}`, ...reasons],
         busy: active >= counts.capacity,
         active,
         queued,
@@ -113,6 +125,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
           error: info.state === 'missing' ? info.error : null,
         },
         workspace,
+        disk: space,
         engine: {
           kind: health.kind,
           instance: engine.instance,
@@ -123,9 +136,20 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
         sandbox: ctx.sandbox.info,
       }
       // The route's own serializer (from HealthBody), the same for 200 and 503.
-      answer = last = { closing, active, queued, uptime, info, workspace, engine: health, warm: warmInfo, json: reply.serialize(body) as string }
+      answer = last = { closing, active, queued, uptime, info, workspace, engine: health, disk: space, warm: warmInfo, json: reply.serialize(body) as string }
     }
     // A string is sent as it is: serialised above, by the same schema.
     void reply.type('application/json; charset=utf-8').send(answer.json as unknown as HealthBody)
   })
+}
+
+/** Why jobs are likely to fail, while the service still takes them (200 `degraded`). */
+function degradedBy (cli: CliInfo, workspace: WorkspaceInfo, disk: DiskInfo): string[] {
+  const reasons: string[] = []
+  if (cli.state === 'missing') reasons.push(`the Claude Code CLI cannot run (CLAUDE_BIN ${cli.bin}): ${cli.error}`)
+  if (disk.free_bytes !== null && disk.free_bytes < disk.min_free_bytes) {
+    reasons.push(`${(disk.free_bytes / 2 ** 20).toFixed(1)} MiB free under WORKSPACE_ROOT, less than WORKSPACE_MIN_FREE_BYTES (${(disk.min_free_bytes / 2 ** 20).toFixed(1)} MiB)`)
+  }
+  if (workspace.state === 'error') reasons.push(`the base repository is not ready: ${workspace.last_error ?? 'unknown error'}`)
+  return reasons
 }

@@ -7,7 +7,7 @@ import type { RunRecord } from '../engine/types.ts'
 import type { JobStatus } from '../jobs/job.ts'
 import { isTerminal } from '../jobs/job.ts'
 import { SseStream } from '../http/sse.ts'
-import { ErrorBody, Nullable } from '../schemas/common.ts'
+import { ErrorBody, Nullable, TENANT_PATTERN } from '../schemas/common.ts'
 import { ExecuteBody, JobStatusSchema, JobSummary, JobView, MAX_METADATA_BYTES, MAX_PROMPT_BYTES, toJobSummary, toJobView } from '../schemas/job.ts'
 import { refProblem } from '../workspace/refs.ts'
 
@@ -82,17 +82,18 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (
 
   app.get('/jobs', {
     schema: {
-      summary: 'Jobs, newest first.',
+      summary: 'The caller\'s jobs (an admin\'s: every tenant\'s), newest first.',
       querystring: Type.Object({
         status: Type.Optional(JobStatusSchema),
+        tenant: Type.Optional(Type.String({ pattern: TENANT_PATTERN, description: 'Only this tenant\'s jobs. Needs the admin scope (else 403).' })),
         limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 50 })),
         cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'next_cursor of the previous page.' })),
       }),
       response: { 200: Type.Object({ jobs: Type.Array(JobSummary), next_cursor: Nullable(Type.String()) }) },
     },
   }, async request => {
-    const { status, limit = 50, cursor } = request.query
-    const page = await jobs.list({ status: status as JobStatus | undefined, limit, before: cursor === undefined ? undefined : Number(cursor) }, request.caller)
+    const { status, tenant, limit = 50, cursor } = request.query
+    const page = await jobs.list({ status: status as JobStatus | undefined, tenant, limit, before: cursor === undefined ? undefined : Number(cursor) }, request.caller)
     return { jobs: page.records.map(toJobSummary), next_cursor: page.next === undefined ? null : String(page.next) }
   })
 

@@ -7,6 +7,7 @@ import type { RunPaths, Sandbox } from '../agent/sandbox.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../engine/types.ts'
+import type { DiskWatch } from '../workspace/disk.ts'
 import { WorkspaceError, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
 import type { WarmLane, WarmPool } from './warm-pool.ts'
 
@@ -52,6 +53,8 @@ export interface AgentExecutorOptions {
    * `lane`; `defaultSpec` is the argument set kept warm before any run has been seen.
    */
   warm?: { pool: WarmPool, lane: string, defaultSpec?: AgentSpec | undefined } | undefined
+  /** The disk under WORKSPACE_ROOT: a run that failed on a full one ends `workspace_full`. */
+  disk?: DiskWatch | undefined
   onError?: (error: unknown, context: string) => void
 }
 
@@ -69,6 +72,8 @@ const COLLECT_AFTER_ABORT_MS = 60_000
 const WARM_REQUEST_FIELDS: ReadonlySet<string> = new Set(['id', 'spec', 'ref', 'push'])
 
 const emptyOutput = (): AgentOutcome['output'] => ({ lines: [], bytes: 0, keptBytes: 0, truncated: false, stderrTail: '' })
+/** How a run fails when the disk fills under it: git errors, a CLI that crashed or wrote no result. */
+const DISK_FAILURES: ReadonlySet<string> = new Set(['workspace_error', 'fetch_failed', 'agent_crashed', 'agent_spawn_failed', 'no_result'])
 
 /**
  * One run from start to end: make the workspace, run the agent in it, collect what it changed,
@@ -98,6 +103,15 @@ export class AgentExecutor {
   }
 
   async execute (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal): Promise<ExecuteOutcome> {
+    const outcome = await this.#startAndRun(request, hooks, signal)
+    // A run that failed on a full disk says so, with the free space, whatever git or the CLI said.
+    const disk = this.#options.disk
+    if (disk === undefined || outcome.status !== 'failed' || outcome.error === null || !DISK_FAILURES.has(outcome.error.code)) return outcome
+    const full = await disk.full(outcome.error.message)
+    return full === undefined ? outcome : { ...outcome, error: { code: 'workspace_full', message: full } }
+  }
+
+  async #startAndRun (request: ExecuteRequest, hooks: ExecuteHooks, signal: AbortSignal): Promise<ExecuteOutcome> {
     hooks.onPhase?.('preparing')
     // While this run's CLI starts, the pool starts none (and stops the one it may be starting).
     const starting = this.#lane?.runStarting()

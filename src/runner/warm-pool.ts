@@ -8,8 +8,11 @@ export interface WarmPoolOptions {
   size: number
   /** WARM_AGENT_MAX_IDLE_SECONDS in ms: a process waiting this long is replaced by a fresh one. */
   maxIdleMs: number
-  /** Whether this replica has a slot free: none is started while every slot is busy. */
-  slotFree: () => boolean
+  /**
+   * Whether a warm start may begin now: this replica has a slot free (none is started while every
+   * slot is busy) and room on disk (a warm workspace takes what a run's does).
+   */
+  mayStart: () => boolean
   /** The clock whose local day the CLI's "today" is (see `localDay`). */
   now: () => number
   logger: Logger
@@ -242,7 +245,7 @@ export class WarmPool {
   /** Starts the first missing process, if nothing forbids a start now. */
   #refill (): void {
     if (this.#closed || this.#options.size === 0 || this.#runsStarting > 0) return
-    if (this.#entries.some(entry => entry.state === 'starting') || !this.#options.slotFree()) return
+    if (this.#entries.some(entry => entry.state === 'starting') || !this.#options.mayStart()) return
     const wanted = this.#wanted()
     const need = tally(wanted.map(item => failureKey(item.lane, item.key)))
     const have = tally(this.#entries.map(entry => failureKey(entry.lane, entry.key)))

@@ -28,12 +28,20 @@ export const NO_CONTROL_CHARACTERS_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$'
 /** NUL cannot be passed in an argv element. */
 export const NO_NUL_PATTERN = '^[^\\u0000]*$'
 
+/** Tenant names (TENANTS_FILE): they appear in Redis keys and metric labels. */
+export const TENANT_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$'
+
+/** A UTC day (GET /usage). */
+export const DATE_PATTERN = '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+
 /** What a value that fails one of these patterns was expected to be, for the 400's message. */
 export const PATTERN_MESSAGES: Readonly<Record<string, string>> = {
   [NAME_PATTERN]: 'must be a name: letters, digits, ".", "_", "-", ":", starting with a letter or digit',
   [NAME_LIST_PATTERN]: 'must be one name or several separated by commas (no spaces): letters, digits, ".", "_", "-", ":", each starting with a letter or digit',
   [NO_CONTROL_CHARACTERS_PATTERN]: 'must not contain control characters (newlines, tabs, NUL...)',
   [NO_NUL_PATTERN]: 'must not contain NUL characters',
+  [DATE_PATTERN]: 'must be a date YYYY-MM-DD (UTC)',
+  [TENANT_PATTERN]: 'must be a tenant name: 1-63 lower-case letters, digits, "_" or "-", starting with a letter or digit',
 }
 
 export const ErrorBody = Type.Object({

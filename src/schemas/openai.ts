@@ -18,7 +18,7 @@ const Message = Type.Object({
 }, { additionalProperties: true })
 
 /** Something the service cannot do, taken only as absent: null, or the one value that asks for nothing. */
-const Nothing = <T>(schema: Record<string, unknown>, description: string) =>
+export const Nothing = <T>(schema: Record<string, unknown>, description: string) =>
   Type.Optional(Type.Unsafe<T | null>({ anyOf: [{ type: 'null' }, schema], description }))
 
 const ResponseFormat = Type.Union([

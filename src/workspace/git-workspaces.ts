@@ -147,15 +147,24 @@ export class GitWorkspaces implements WorkspaceProvider {
     const path = this.#options.folders.pathFor(id)
     try {
       let target = await this.#cloneAt(name, path, signal)
+      // Why the ref could not be looked for: a fetch that failed is said, never hidden behind "not found".
+      let fetchError: unknown
       if (target === undefined) {
-        await this.refresh().catch(error => { this.#options.logger.warn({ err: error }, 'on-demand fetch failed') })
+        await this.refresh().catch(error => {
+          fetchError = error
+          this.#options.logger.warn({ err: error }, 'on-demand fetch failed')
+        })
         target = await this.#cloneAt(name, path, signal)
       }
-      if (target === undefined && isCommitId(name)) {
-        // A commit no branch points at (yet): ask the remote for it by id.
+      if (target === undefined && isCommitId(name) && fetchError === undefined) {
+        // A commit no branch points at (yet): ask the remote for it by id (a remote may refuse
+        // fetches by id: then it is simply not found).
         await this.#lock.write(() => git(this.#base, ['fetch', '--quiet', 'origin', name])).catch(() => {})
         this.#resolved.clear()
         target = await this.#cloneAt(name, path, signal)
+      }
+      if (target === undefined && fetchError !== undefined) {
+        throw new WorkspaceError('fetch_failed', `ref ${JSON.stringify(name)} is not in the base repository, and fetching BASE_REPO to look for it failed: ${(fetchError as Error).message}`, { cause: fetchError })
       }
       if (target === undefined) {
         throw new WorkspaceError('ref_not_found', `ref ${JSON.stringify(name)} is not a branch, tag or commit of BASE_REPO (checked after fetching)`)

@@ -76,10 +76,12 @@ export interface WorkspaceProvider {
 }
 
 /** Thrown when a workspace cannot be made; the job fails with `code`. */
+export type WorkspaceErrorCode = 'workspace_error' | 'workspace_full' | 'ref_not_found' | 'fetch_failed'
+
 export class WorkspaceError extends Error {
   override name = 'WorkspaceError'
-  readonly code: 'workspace_error' | 'ref_not_found'
-  constructor (code: 'workspace_error' | 'ref_not_found', message: string, options?: { cause?: unknown }) {
+  readonly code: WorkspaceErrorCode
+  constructor (code: WorkspaceErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.code = code
   }

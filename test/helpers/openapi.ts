@@ -93,6 +93,8 @@ export interface Fixtures {
   /** Bodies known to be good, by `METHOD /path`, tried besides the one made from the schema. */
   bodies: Record<string, unknown[]>
   auth: Record<string, string>
+  /** A valid token of too narrow a scope for most routes, tried on every secured one. */
+  narrowAuth?: Record<string, string>
 }
 
 /** Every request to try against one operation of the document. */
@@ -128,6 +130,7 @@ export function probesFor (doc: OpenApiDocument, path: string, method: string, f
   if (secured.length > 0) {
     const { authorization: _dropped, ...anonymous } = base('').headers
     probes.push(base('no token', { headers: anonymous }))
+    if (fixtures.narrowAuth !== undefined) probes.push(base('a token without the scope', { headers: { ...anonymous, ...fixtures.narrowAuth } }))
   }
   for (const body of fixtures.bodies[`${upper} ${path}`] ?? []) probes.push(base(`the body ${JSON.stringify(body).slice(0, 80)}`, { body }))
   probes.push(base('an unknown query parameter', { url: pathWith() + query({ ...requiredQuery, zz_unknown: '1' }) }))

@@ -18,11 +18,13 @@ export interface ServerOptions {
   gid?: number
   /** The node binary to run it with (default: this one). */
   node?: string
+  /** The service's entry file (default: this checkout's src/server.ts). */
+  server?: string
 }
 
 /** Starts the real service (src/server.ts) as a process and waits until it listens. */
 export async function startServer (env: Record<string, string>, options: ServerOptions = {}): Promise<Server> {
-  const child = spawn(options.node ?? process.execPath, [SERVER], {
+  const child = spawn(options.node ?? process.execPath, [options.server ?? SERVER], {
     env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', WARM_AGENTS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),
