@@ -267,6 +267,27 @@ describe('warm starts', () => {
     expect(argvOf(other)).toContain('--append-system-prompt=Answer in German.')
   })
 
+  it('give a Responses or Messages run the warm CLI a chat completion with the same argv would take', async () => {
+    const { app } = await makeApp({ warmAgents: 2 })
+    const post = async (url: string, payload: Record<string, unknown>) => {
+      const response = await app.inject({ method: 'POST', url, headers: AUTH, payload })
+      expect(response.statusCode).toBe(200)
+      return response.json()
+    }
+    const argvOf = (text: string) => (JSON.parse(text) as { argv: string[] }).argv
+    const chat = await post('/v1/chat/completions', { model: 'haiku', messages: [{ role: 'user', content: '[[fake echo]]' }] })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 0, misses: 1 })
+    const ready = () => vi.waitFor(() => expect(app.ctx.warm.describe()).toMatchObject({ ready: 2, starting: 0 }), { timeout: 30_000, interval: 20 })
+    await ready()
+    const message = await post('/v1/messages', { model: 'haiku', max_tokens: 100, messages: [{ role: 'user', content: '[[fake echo]]' }] })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 1 })
+    await ready()
+    const response = await post('/v1/responses', { model: 'haiku', input: '[[fake echo]]' })
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 2, misses: 1 })
+    expect(argvOf(message.content[0].text)).toEqual(argvOf(chat.choices[0].message.content))
+    expect(argvOf(response.output[0].content[0].text)).toEqual(argvOf(chat.choices[0].message.content))
+  })
+
   it('count a job\'s timeout from when it takes the warm agent, and time it out as a cold start is', async () => {
     const { app } = await makeApp({ warmAgents: 1 })
     await warmReady(app, 1)
@@ -301,6 +322,16 @@ describe('warm starts', () => {
     expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 1 })
   })
 
+  it('start none while the disk is below WORKSPACE_MIN_FREE_BYTES: a warm workspace takes what a run\'s does', async () => {
+    const { app } = await makeApp({ warmAgents: 1, workspaceMinFreeBytes: 1024 * 1024 * 2 ** 20 })
+    await vi.waitFor(async () => expect((await health(app)).status).toBe('degraded'))
+    // The one that may have started before the disk was first measured is used up by this job.
+    const job = await run(app, { prompt: '[[fake text ok]]' })
+    expect(job.status).toBe('completed')
+    // A replacement would have started as the job's CLI read its prompt, with a slot free.
+    expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 0 })
+  })
+
   it('are off with SANDBOX=off: a warm agent\'s host paths would tell', async () => {
     const { app, root } = await makeApp({ warmAgents: 2, sandbox: 'off' })
     expect(app.ctx.warm.size).toBe(0)
@@ -333,7 +364,7 @@ describe('a warm agent that dies after a run took it, before its prompt', () => 
     const folders = new WorkspaceFolders(await tempDir())
     await folders.init()
     const env = { PATH: process.env.PATH! }
-    const pool = new WatchedPool({ size: 1, maxIdleMs: 600_000, slotFree: () => true, now: Date.now, logger: pino({ level: 'silent' }) })
+    const pool = new WatchedPool({ size: 1, maxIdleMs: 600_000, mayStart: () => true, now: Date.now, logger: pino({ level: 'silent' }) })
     onTestFinished(() => pool.close())
     const executor = new AgentExecutor({
       bin: FAKE_CLAUDE,
