@@ -54,7 +54,7 @@ const SERVER = fileURLToPath(new URL('../src/server.ts', import.meta.url))
 /** Starts src/server.ts as a process of its own (so the load generator does not share its loop). */
 export async function startService (env: Record<string, string>): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, LOG_LEVEL: 'info', WARM_AGENTS: '0', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const url = await new Promise<string>((resolve, reject) => {

@@ -1,6 +1,6 @@
 // `npm run bench` / `./dev bench`: how close each part of claude-runner runs to its floor, measured
 // in the same run on the same machine. Not part of the test suite. Writes docs/benchmarks.md and
-// bench/results.json. Options: --only http,jobs,sandbox,scale,engine,stream,workspaces,cli  --quick (smaller runs).
+// bench/results.json. Options: --only http,jobs,sandbox,scale,engine,stream,workspaces,cli,warm  --quick (smaller runs).
 import { execFileSync } from 'node:child_process'
 import { createServer } from 'node:http'
 import { fileURLToPath } from 'node:url'
@@ -12,10 +12,12 @@ import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { execa } from 'execa'
 import { pino } from 'pino'
-import { Bubblewrap, type RunPaths } from '../src/agent/sandbox.ts'
+import { buildCliArgs } from '../src/agent/cli-args.ts'
+import { Bubblewrap, type Mount, type RunPaths } from '../src/agent/sandbox.ts'
+import { initializeRequest, userMessage } from '../src/agent/stream-json.ts'
 import { GitWorkspaces } from '../src/workspace/git-workspaces.ts'
 import { WorkspaceFolders } from '../src/workspace/workspace.ts'
-import { AUTH, cpuMs, fixture, json, machine, pinTo, round, startBareFastify, startRedis, startService, stats, wallNow, type ServiceProcess, type Stats } from './lib.ts'
+import { AUTH, cpuMs, fixture, json, machine, pinTo, round, rss, startBareFastify, startRedis, startService, stats, wallNow, type ServiceProcess, type Stats } from './lib.ts'
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, 'report-only': { type: 'boolean' } } })
 const quick = values.quick === true
@@ -27,7 +29,9 @@ const dir = (name: string): string => {
   return path
 }
 const log = (message: string): void => { process.stderr.write(`bench: ${message}\n`) }
-const CLI_ARGS = ['-p', '--output-format=stream-json', '--verbose']
+// The floors run a CLI as the service does: its argv, its stream-json handshake and prompt on stdin.
+const CLI_ARGS = buildCliArgs({ prompt: '' })
+const input = (prompt: string): string => initializeRequest('claude-runner-bench') + userMessage(prompt)
 
 // --- 1. HTTP ----------------------------------------------------------------------------------
 // autocannon runs in this process. On a machine of a few cores it and the servers fight for them
@@ -112,7 +116,7 @@ async function jobs () {
     // Direct spawns and jobs take turns, so a slower moment of the machine hits both alike.
     for (let i = 0; i < n + 5; i++) {
       let t0 = wallNow()
-      const result = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+      const result = await execa(noop, CLI_ARGS, { input: input('bench'), cwd: scratch })
       let t1 = wallNow()
       const started = Number(JSON.parse(result.stdout.trim().split('\n').at(-1)!).result)
       if (i >= 5) {
@@ -170,7 +174,7 @@ async function sandbox () {
   try {
     for (let i = 0; i < n + 5; i++) {
       let t0 = wallNow()
-      const plain = await execa(noop, CLI_ARGS, { input: 'bench', cwd: scratch })
+      const plain = await execa(noop, CLI_ARGS, { input: input('bench'), cwd: scratch })
       const direct = [started(plain.stdout) - t0, wallNow() - t0]
       const runDir = dir(`sandbox-run-${i}`)
       const paths: RunPaths = { workspace: join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
@@ -178,7 +182,7 @@ async function sandbox () {
       t0 = wallNow()
       const command = await bwrap.command({ paths, mounts: [], bin: noop, args: CLI_ARGS, env })
       if ('error' in command) throw new Error(command.error.message)
-      const boxed = await execa(command.bin, command.args, { input: 'bench', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+      const boxed = await execa(command.bin, command.args, { input: input('bench'), cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
       const directBwrap = [started(boxed.stdout) - t0, wallNow() - t0]
       rmSync(runDir, { recursive: true, force: true })
       const serviceOff = await viaService(off.url)
@@ -218,12 +222,19 @@ async function scale () {
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < total) {
       next++
-      await execa(fast, CLI_ARGS, { input: 'bench', cwd: scratch })
+      await execa(fast, CLI_ARGS, { input: input('bench'), cwd: scratch })
     }
   }))
   const floorRate = total / ((performance.now() - floorStart) / 1000)
+  // As before warm starts, then with them (WARM_AGENTS at its default), against the same floor.
+  const cold = await scaleService(total, concurrency, floorRate, '0')
+  const { floor_completion_per_second: _floor, ...warm } = await scaleService(total, concurrency, floorRate, '2')
+  return { ...cold, warm }
+}
 
-  const root = dir('scale')
+async function scaleService (total: number, concurrency: number, floorRate: number, warmAgents: string) {
+  const fast = fixture('fast-claude.sh')
+  const root = dir(`scale-${warmAgents}`)
   const service = await startService({
     CLAUDE_BIN: fast,
     WORKSPACE_ROOT: root,
@@ -231,6 +242,7 @@ async function scale () {
     MAX_QUEUE_DEPTH: String(total * 2),
     MAX_FINISHED_JOBS: String(total * 2),
     MAX_RETAINED_BYTES: String(8 * 2 ** 30),
+    WARM_AGENTS: warmAgents,
   })
   try {
     const warmup = 50
@@ -262,7 +274,9 @@ async function scale () {
       listed += page.jobs.length
       cursor = page.next_cursor
     } while (cursor !== null)
-    const leftoverWorkspaces = readdirSync(join(root, 'jobs')).length
+    // Warm agents' workspaces are there on purpose (jobs/warm-*); a job's must be gone.
+    const leftoverWorkspaces = readdirSync(join(root, 'jobs')).filter(name => !name.startsWith('warm-')).length
+    const warm = (await json(`${service.url}/health`)).warm as { hits: number, misses: number }
     const serviceRate = total / allSeconds
     return {
       jobs: total,
@@ -279,6 +293,8 @@ async function scale () {
       rss_before_mib: round(rssBefore / 2 ** 20, 1),
       rss_after_mib: round(rssAfter / 2 ** 20, 1),
       rss_per_retained_job_kib: round((rssAfter - rssBefore) / total / 1024, 2),
+      warm_hits: warm.hits,
+      warm_misses: warm.misses,
     }
   } finally {
     await service.stop()
@@ -408,7 +424,7 @@ async function stream () {
   const cli = fixture('stream-claude.mjs')
   const floor: number[] = []
   for (let i = 0; i < streams; i++) {
-    const child = execa(cli, CLI_ARGS, { input: 'bench', env: { BENCH_DELTAS: String(deltas) }, buffer: false })
+    const child = execa(cli, CLI_ARGS, { input: input('bench'), env: { BENCH_DELTAS: String(deltas) }, buffer: false })
     let buffer = ''
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       const now = wallNow()
@@ -568,7 +584,7 @@ async function cli () {
   const shared = dir('cli-shared')
   const runOnce = async (env: Record<string, string>) => {
     const t0 = performance.now()
-    await execa(claude, CLI_ARGS, { input: 'say ok', cwd, env, extendEnv: false })
+    await execa(claude, CLI_ARGS, { input: input('say ok'), cwd, env, extendEnv: false })
     return performance.now() - t0
   }
   // The same run in the sandbox the service gives it (fresh folders, bwrap).
@@ -580,7 +596,7 @@ async function cli () {
     const t0 = performance.now()
     const command = await bwrap.command({ paths, mounts: [], bin: claude, args: CLI_ARGS, env: base })
     if ('error' in command) throw new Error(command.error.message)
-    await execa(command.bin, command.args, { input: 'say ok', cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
+    await execa(command.bin, command.args, { input: input('say ok'), cwd: command.cwd, env: command.env, extendEnv: false, stdio: ['pipe', 'pipe', 'pipe', new Uint8Array(command.fd3!)] })
     return performance.now() - t0
   }
   const n = quick ? 3 : 10
@@ -603,6 +619,364 @@ async function cli () {
   return { runs: n, shared_config_ms: ms(r), fresh_config_ms: ms(f), sandboxed_ms: ms(b), added_p50_ms: round(f.p50 - r.p50), sandbox_added_p50_ms: round(b.p50 - f.p50) }
 }
 
+// --- 7. Warm starts ---------------------------------------------------------------------------
+// The real CLI against a local stand-in API, two services side by side: WARM_AGENTS on and
+// WARM_AGENTS=0. Nothing is pinned (a CLI start needs both cores). Each measured request runs
+// alone: before it, the warm service is idle (every warm CLI ready, none starting, no CPU used:
+// a CLI goes on working for a second or so after its handshake) and the previous run's folders
+// are deleted. Warm and cold take turns with their floors, so a busier moment hits all alike.
+// The floors are the CLI alone, in the sandbox the service gives it, fed by this process: started
+// now with its prompt (cold), or started earlier, idle, then given its prompt (warm).
+async function warm () {
+  const claude = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
+  const api = await standInApi()
+  const env = { CLAUDE_BIN: claude, ANTHROPIC_BASE_URL: api.url, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+  const agentEnv = { PATH: process.env.PATH!, ANTHROPIC_BASE_URL: api.url, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+  const floor: Floor = { claude, env: agentEnv, api, bwrap: await Bubblewrap.create({ cli: claude, env: agentEnv, stateDir: dir('warm-floor-state'), readOnly: [] }) }
+  try {
+    return {
+      load_before: loadAverage(),
+      chat: await warmChat(env, api, floor),
+      job: await warmJob(env, api, floor),
+      miss: await warmMiss(env, api),
+      load_after: loadAverage(),
+    }
+  } finally {
+    api.close()
+  }
+}
+
+/** The 1, 5 and 15 minute load averages: the machine is shared, and a CLI start needs both cores. */
+function loadAverage (): number[] {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number)
+}
+
+interface Floor { claude: string, env: Record<string, string>, api: StandIn, bwrap: Bubblewrap }
+
+/**
+ * The floor: the CLI alone in the sandbox the service gives it, no service. From its prompt to its
+ * model call, for a CLI started now with its prompt (`cold`, timed from before its sandbox is
+ * built) or started earlier and idle since its handshake (`warm`). In `workspace` when given.
+ */
+async function cliFloor (floor: Floor, how: 'cold' | 'warm', workspace?: { path: string, mounts?: readonly Mount[] | undefined }): Promise<number> {
+  const runDir = dir(`warm-floor-${randomBytes(4).toString('hex')}`)
+  const paths: RunPaths = { workspace: workspace?.path ?? join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
+  for (const [name, path] of Object.entries(paths)) if (name !== 'workspace' || workspace === undefined) mkdirSync(path)
+  const args = buildCliArgs({ prompt: '', model: 'haiku', includePartialMessages: true })
+  let called = floor.api.next()
+  let t0 = wallNow()
+  const command = await floor.bwrap.command({ paths, mounts: workspace?.mounts ?? [], bin: floor.claude, args, env: floor.env })
+  if ('error' in command) throw new Error(command.error.message)
+  const child = execa(command.bin, command.args, { cwd: command.cwd, env: command.env, extendEnv: false, reject: false, stdio: ['pipe', 'pipe', 'ignore', new Uint8Array(command.fd3!)] })
+  let seen = ''
+  const handshake = new Promise<void>(resolve => {
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      seen += chunk
+      if (seen.includes('"control_response"')) resolve()
+    })
+  })
+  if (how === 'cold') {
+    child.stdin.end(input('Say ok.'))
+  } else {
+    child.stdin.write(initializeRequest('claude-runner-bench'))
+    await handshake
+    await quiet(child.pid!)
+    called = floor.api.next()
+    t0 = wallNow()
+    child.stdin.end(userMessage('Say ok.'))
+  }
+  const at = await called
+  const exit = await child
+  if (exit.exitCode !== 0) throw new Error(`floor CLI exited ${exit.exitCode}: ${seen.slice(-500)}`)
+  rmSync(runDir, { recursive: true, force: true })
+  return at - t0
+}
+
+/** Every process under `root` (itself first), from /proc. */
+function processTree (root: number): number[] {
+  const children = new Map<number, number[]>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)])
+    } catch {}
+  }
+  const pids = [root]
+  for (let i = 0; i < pids.length; i++) pids.push(...(children.get(pids[i]!) ?? []))
+  return pids
+}
+
+/** Until `root` and everything under it used at most 10 ms of CPU in the last 250 ms. */
+async function quiet (root: number): Promise<void> {
+  const cpu = (): number => processTree(root).reduce((sum, pid) => {
+    try {
+      return sum + cpuMs(pid)
+    } catch {
+      return sum
+    }
+  }, 0)
+  let before = cpu()
+  for (let tries = 0; tries < 120; tries++) {
+    await new Promise(resolve => setTimeout(resolve, 250))
+    const now = cpu()
+    if (now - before <= 10) return
+    before = now
+  }
+  throw new Error(`process ${root} never went quiet`)
+}
+
+interface StandIn { url: string, next: () => Promise<number>, close: () => void }
+
+/** Answers every model call with a short streamed text; `next()` resolves with the wall-clock time the next call arrives. */
+async function standInApi (): Promise<StandIn> {
+  let waiting: Array<(at: number) => void> = []
+  const server = createServer((request, response) => {
+    const at = wallNow()
+    for (const resolve of waiting.splice(0)) resolve(at)
+    request.resume().on('end', () => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' })
+      const send = (type: string, data: Record<string, unknown>) => response.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`)
+      send('message_start', { message: { id: 'msg_bench', type: 'message', role: 'assistant', model: 'claude-haiku-5-5', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } } })
+      send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } })
+      for (const text of ['o', 'k', '.']) send('content_block_delta', { index: 0, delta: { type: 'text_delta', text } })
+      send('content_block_stop', { index: 0 })
+      send('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } })
+      send('message_stop', {})
+      response.end()
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    next: () => new Promise(resolve => { waiting.push(resolve) }),
+    close: () => {
+      waiting = []
+      server.closeAllConnections()
+      server.close()
+    },
+  }
+}
+
+/** Until the service's warm CLIs are all ready (at least `ready`), none starting, its trash is empty and it uses no CPU. */
+async function settled (service: ServiceProcess, root: string, ready: number): Promise<void> {
+  for (;;) {
+    const health = await json(`${service.url}/health`)
+    const trash = readdirSync(join(root, 'trash')).length
+    if (health.warm.ready >= ready && health.warm.starting === 0 && health.active === 0 && trash === 0) break
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  await quiet(service.child.pid!)
+}
+
+/** Time to the model call and to the first content delta of one streamed chat completion. */
+async function chatOnce (service: ServiceProcess, api: StandIn): Promise<{ call: number, delta: number }> {
+  const called = api.next()
+  const t0 = wallNow()
+  const response = await fetch(`${service.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { ...AUTH, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'haiku', messages: [{ role: 'user', content: 'Say ok.' }], stream: true }),
+  })
+  if (response.status !== 200) throw new Error(`chat: ${response.status} ${await response.text()}`)
+  const decoder = new TextDecoder()
+  let delta: number | undefined
+  let text = ''
+  for await (const chunk of response.body!) {
+    text += decoder.decode(chunk, { stream: true })
+    if (delta === undefined && /"delta":\{"content":"[^"]/.test(text)) delta = wallNow() - t0
+  }
+  if (delta === undefined) throw new Error(`chat: no content in ${text.slice(0, 500)}`)
+  return { call: (await called) - t0, delta }
+}
+
+async function warmChat (env: Record<string, string>, api: StandIn, floor: Floor) {
+  const n = quick ? 5 : 20
+  const roots = { cold: dir('warm-chat-cold'), warm: dir('warm-chat-warm') }
+  const cold = await startService({ ...env, WORKSPACE_ROOT: roots.cold, WARM_AGENTS: '0' })
+  const warmed = await startService({ ...env, WORKSPACE_ROOT: roots.warm, WARM_AGENTS: '2' })
+  const samples = { coldCall: [] as number[], coldDelta: [] as number[], warmCall: [] as number[], warmDelta: [] as number[], backToBackCall: [] as number[], backToBackDelta: [] as number[], floorCold: [] as number[], floorWarm: [] as number[] }
+  try {
+    // One chat each first: the warm service learns the chat's argument set (that one is a miss).
+    await settled(warmed, roots.warm, 1)
+    await chatOnce(cold, api)
+    await chatOnce(warmed, api)
+    for (let i = 0; i < n; i++) {
+      for (const which of i % 2 === 0 ? ['cold', 'warm'] as const : ['warm', 'cold'] as const) {
+        await settled(warmed, roots.warm, 2)
+        await settled(cold, roots.cold, 0)
+        const sample = await chatOnce(which === 'cold' ? cold : warmed, api)
+        samples[`${which}Call`].push(sample.call)
+        samples[`${which}Delta`].push(sample.delta)
+      }
+      await settled(warmed, roots.warm, 2)
+      await settled(cold, roots.cold, 0)
+      samples.floorCold.push(await cliFloor(floor, 'cold'))
+      samples.floorWarm.push(await cliFloor(floor, 'warm'))
+    }
+    // One after another, with no pause: each takes the CLI its predecessor's replacement is still starting.
+    await settled(warmed, roots.warm, 2)
+    for (let i = 0; i < n; i++) {
+      const sample = await chatOnce(warmed, api)
+      samples.backToBackCall.push(sample.call)
+      samples.backToBackDelta.push(sample.delta)
+    }
+    await settled(warmed, roots.warm, 2)
+    await settled(cold, roots.cold, 0)
+    const memory = { cold: treeMemory(cold.child.pid!), warm: treeMemory(warmed.child.pid!) }
+    const health = await json(`${warmed.url}/health`)
+    const row = (name: keyof typeof samples) => ms(stats(samples[name]))
+    return {
+      n,
+      floor_cold_to_call: row('floorCold'),
+      floor_warm_to_call: row('floorWarm'),
+      cold_to_call: row('coldCall'),
+      cold_to_delta: row('coldDelta'),
+      warm_to_call: row('warmCall'),
+      warm_to_delta: row('warmDelta'),
+      back_to_back_to_call: row('backToBackCall'),
+      back_to_back_to_delta: row('backToBackDelta'),
+      delta_ratio_p50: round(stats(samples.warmDelta).p50 / stats(samples.coldDelta).p50, 3),
+      warm: health.warm as { hits: number, misses: number },
+      idle_memory: memory,
+    }
+  } finally {
+    await Promise.all([cold.stop(), warmed.stop()])
+  }
+}
+
+async function warmJob (env: Record<string, string>, api: StandIn, floor: Floor) {
+  const files = quick ? 2000 : 30_000
+  const n = quick ? 3 : 10
+  log(`warm: generating a repository of ${files} files`)
+  const origin = join(dir('warm-repo'), 'origin.git')
+  makeRepo(origin, files)
+  const roots = { cold: dir('warm-job-cold'), warm: dir('warm-job-warm') }
+  const repo = { BASE_REPO: origin, BASE_REFRESH_SECONDS: '0' }
+  const cold = await startService({ ...env, ...repo, WORKSPACE_ROOT: roots.cold, WARM_AGENTS: '0' })
+  const warmed = await startService({ ...env, ...repo, WORKSPACE_ROOT: roots.warm, WARM_AGENTS: '1' })
+  const samples = { cold: [] as number[], warm: [] as number[], coldPreparing: [] as number[], warmPreparing: [] as number[], floorCold: [] as number[], floorWarm: [] as number[] }
+  // The floors' workspace: one made by the service's own code (a shared clone of a bare base), for all of them.
+  const folders = new WorkspaceFolders(dir('warm-job-floor'))
+  await folders.init()
+  const provider = new GitWorkspaces({ folders, repo: origin, refreshMs: 0, maxDiffBytes: 2 ** 20, sandboxed: true, logger: pino({ level: 'silent' }), now: Date.now })
+  await provider.ready
+  const checkout = await provider.prepare('floor', { signal: new AbortController().signal })
+  const jobOnce = async (service: ServiceProcess) => {
+    const called = api.next()
+    const t0 = wallNow()
+    const job = await json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'Say ok.' }) })
+    const call = (await called) - t0
+    const done = await json(`${service.url}/jobs/${job.job_id}?wait=60`)
+    if (done.status !== 'completed') throw new Error(`job ${job.job_id} ${done.status}: ${JSON.stringify(done.error)}`)
+    return { call, preparing: done.phase_ms.preparing as number }
+  }
+  try {
+    for (const service of [cold, warmed]) {
+      for (;;) {
+        if ((await json(`${service.url}/health`)).workspace.state === 'ready') break
+        await new Promise(resolve => setTimeout(resolve, 100))
+      }
+    }
+    for (let i = 0; i < n + 1; i++) {
+      for (const which of i % 2 === 0 ? ['cold', 'warm'] as const : ['warm', 'cold'] as const) {
+        await settled(warmed, roots.warm, 1)
+        await settled(cold, roots.cold, 0)
+        execFileSync('sync')
+        const sample = await jobOnce(which === 'cold' ? cold : warmed)
+        // The first round warms the page cache.
+        if (i === 0) continue
+        samples[which].push(sample.call)
+        samples[`${which}Preparing`].push(sample.preparing)
+      }
+      await settled(warmed, roots.warm, 1)
+      await settled(cold, roots.cold, 0)
+      const coldFloor = await cliFloor(floor, 'cold', checkout)
+      const warmFloor = await cliFloor(floor, 'warm', checkout)
+      if (i === 0) continue
+      samples.floorCold.push(coldFloor)
+      samples.floorWarm.push(warmFloor)
+    }
+    await settled(warmed, roots.warm, 1)
+    const memory = { cold: treeMemory(cold.child.pid!), warm: treeMemory(warmed.child.pid!) }
+    const health = await json(`${warmed.url}/health`)
+    return {
+      files,
+      n,
+      floor_cold_cli_to_call: ms(stats(samples.floorCold)),
+      floor_warm_to_call: ms(stats(samples.floorWarm)),
+      cold_to_call: ms(stats(samples.cold)),
+      warm_to_call: ms(stats(samples.warm)),
+      cold_preparing: ms(stats(samples.coldPreparing)),
+      warm_preparing: ms(stats(samples.warmPreparing)),
+      warm: health.warm as { hits: number, misses: number },
+      idle_memory: memory,
+    }
+  } finally {
+    await Promise.all([cold.stop(), warmed.stop()])
+    await checkout.dispose()
+    await provider.close()
+  }
+}
+
+// A run that cannot be warm (its argv is new each time) arriving while a warm CLI is starting
+// (for the argument set used just before): the warm start is stopped, so the run's start should
+// cost what it costs with WARM_AGENTS=0.
+async function warmMiss (env: Record<string, string>, api: StandIn) {
+  const n = quick ? 5 : 20
+  const roots = { cold: dir('warm-miss-cold'), warm: dir('warm-miss-warm') }
+  const cold = await startService({ ...env, WORKSPACE_ROOT: roots.cold, WARM_AGENTS: '0' })
+  const warmed = await startService({ ...env, WORKSPACE_ROOT: roots.warm, WARM_AGENTS: '2' })
+  const samples = { cold: [] as number[], miss: [] as number[] }
+  let caught = 0
+  const jobOnce = async (service: ServiceProcess, turns: number) => {
+    const called = api.next()
+    const t0 = wallNow()
+    const job = await json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'Say ok.', max_turns: turns }) })
+    const call = (await called) - t0
+    await json(`${service.url}/jobs/${job.job_id}?wait=60`)
+    return call
+  }
+  try {
+    await settled(warmed, roots.warm, 1)
+    await jobOnce(warmed, 1000)
+    for (let i = 0; i < n; i++) {
+      await settled(warmed, roots.warm, 2)
+      await settled(cold, roots.cold, 0)
+      samples.cold.push(await jobOnce(cold, 2000 + i))
+      // The previous miss made its argument set the most recent: a warm CLI starts for it. Catch it starting.
+      await jobOnce(warmed, 3000 + i)
+      for (let polls = 0; polls < 500; polls++) {
+        const health = await json(`${warmed.url}/health`)
+        if (health.warm.starting > 0) {
+          caught++
+          break
+        }
+        await new Promise(resolve => setTimeout(resolve, 5))
+      }
+      samples.miss.push(await jobOnce(warmed, 4000 + i))
+    }
+    return { n, cold_to_call: ms(stats(samples.cold)), miss_while_warm_starts_to_call: ms(stats(samples.miss)), caught_starting: caught, ratio_p50: round(stats(samples.miss).p50 / stats(samples.cold).p50, 3) }
+  } finally {
+    await Promise.all([cold.stop(), warmed.stop()])
+  }
+}
+
+/** RSS and PSS of a process and all its descendants (PSS shares each shared page among its users). */
+function treeMemory (root: number): { processes: number, rss_mib: number, pss_mib: number } {
+  const pids = processTree(root)
+  let rssBytes = 0
+  let pssKib = 0
+  for (const pid of pids) {
+    try {
+      rssBytes += rss(pid)
+      pssKib += Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0)
+    } catch {}
+  }
+  return { processes: pids.length, rss_mib: round(rssBytes / 2 ** 20, 1), pss_mib: round(pssKib / 1024, 1) }
+}
+
 /** Bytes of the files under `dir` that are its own: a hardlinked file (more than one link) is shared. */
 function ownBytes (dir: string): number {
   let total = 0
@@ -620,7 +994,7 @@ function ms (s: Stats) {
 // --- run and report -------------------------------------------------------------------------
 // http runs last: autocannon leaves this process large, and a large process forks more slowly,
 // which would slow the direct-spawn floors of the other suites.
-const suites = { jobs, sandbox, stream, cli, scale, engine, workspaces, http } as const
+const suites = { jobs, sandbox, stream, cli, warm, scale, engine, workspaces, http } as const
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, machine: machine() }
 try {
   for (const [name, suite] of Object.entries(suites)) {
@@ -656,6 +1030,7 @@ interface Report {
   stream?: Awaited<ReturnType<typeof stream>>
   workspaces?: Awaited<ReturnType<typeof workspaces>>
   cli?: Awaited<ReturnType<typeof cli>>
+  warm?: Awaited<ReturnType<typeof warm>>
 }
 
 function report (r: Report): string {
@@ -743,7 +1118,19 @@ function report (r: Report): string {
       `| RSS before / after | ${s.rss_before_mib} MiB / ${s.rss_after_mib} MiB |`,
       `| RSS per retained finished job | ${s.rss_per_retained_job_kib} KiB |`,
       '', `Goal: every job terminal and nothing lost, memory bounded: ${verdict(s.lost === 0 && s.leftover_workspaces === 0)}. Retained jobs are bounded by`,
-      'MAX_FINISHED_JOBS and MAX_RETAINED_BYTES (here raised to keep all of them, to measure the cost of one).', '')
+      'MAX_FINISHED_JOBS and MAX_RETAINED_BYTES (here raised to keep all of them, to measure the cost of one).', '',
+      ...(s.warm === undefined
+        ? []
+        : [
+            'The same with warm starts on (`WARM_AGENTS=2`; the table above is `WARM_AGENTS=0`), against the same floor:', '',
+            '| | WARM_AGENTS=0 | WARM_AGENTS=2 |', '| --- | --- | --- |',
+            `| completed per second | ${s.completion_per_second} | ${s.warm.completion_per_second} |`,
+            `| ratio to floor | ${s.ratio} | ${s.warm.ratio} |`,
+            `| jobs lost / workspaces left behind | ${s.lost} / ${s.leftover_workspaces} | ${s.warm.lost} / ${s.warm.leftover_workspaces} |`,
+            `| warm hits / misses | - | ${s.warm.warm_hits} / ${s.warm.warm_misses} |`,
+            '', `Goal: with warm agents, not below the ratio without: ${verdict(s.warm.ratio >= s.ratio * 0.95)} (within 5%, the run-to-run noise here).`,
+            'While every slot is busy, no warm CLI starts: with 20 clients keeping 10 slots full, nearly every job starts cold.', '',
+          ]))
   }
   if (r.engine) {
     const e = r.engine
@@ -787,6 +1174,55 @@ function report (r: Report): string {
       ...(c.sandboxed_ms === undefined ? [] : [`| fresh folders, in the sandbox (as the service runs it) | ${c.sandboxed_ms.p50} | ${c.sandboxed_ms.p99} |`]),
       '', `A folder of its own costs each run ${c.added_p50_ms} ms at p50: the price of never sharing \`.claude.json\` between concurrent runs.`,
       ...(c.sandbox_added_p50_ms === undefined ? [] : [`The sandbox adds ${c.sandbox_added_p50_ms} ms at p50 to a real CLI run.`]), '')
+  }
+  if (r.warm) {
+    const { chat, job, miss } = r.warm
+    const row = (label: string, stats: { p50: number, p99: number }) => `| ${label} | ${stats.p50} | ${stats.p99} |`
+    const load = (values: number[] | undefined) => values === undefined ? 'unknown' : values.join(' / ')
+    lines.push('## Warm starts', '',
+      'The real CLI (the pinned devDependency) against a local stand-in API, two services side by side: `WARM_AGENTS` on',
+      'and `WARM_AGENTS=0`, taking turns with the floors. Each measured request runs alone: the warm service has every warm',
+      'CLI ready, none starting and no process of it using CPU (a CLI goes on working for a second or so after its handshake),',
+      'and the previous run\'s folders are deleted. Nothing is pinned (a CLI start needs both cores). The floors are the CLI',
+      'alone in the sandbox the service builds, fed by the benchmark: started with its prompt (cold), or started, idle since',
+      'its handshake, then given its prompt (warm): what the CLI itself takes from its prompt to its first model call.',
+      `Load average (1 / 5 / 15 min) before: ${load(r.warm.load_before)}; after: ${load(r.warm.load_after)} (2 cores, shared with other work).`, '',
+      `### Chat completion, streamed (${chat.n} requests each, one after another)`, '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      ...(chat.floor_cold_to_call === undefined ? [] : [row('floor, cold: the CLI alone, its start to the model call', chat.floor_cold_to_call), row('floor, warm: the CLI alone, idle, its prompt to the model call', chat.floor_warm_to_call)]),
+      row('WARM_AGENTS=0: request to the model call', chat.cold_to_call),
+      row('WARM_AGENTS=0: request to the first content delta at the client', chat.cold_to_delta),
+      row('warm: request to the model call', chat.warm_to_call),
+      row('warm: request to the first content delta at the client', chat.warm_to_delta),
+      row('warm, back to back (no pause): to the model call', chat.back_to_back_to_call),
+      row('warm, back to back (no pause): to the first content delta', chat.back_to_back_to_delta),
+      '', `Warm over cold at p50, to the first delta: ${chat.delta_ratio_p50}. Goal: ≤ 0.35: ${verdict(chat.delta_ratio_p50 <= 0.35)}.`,
+      `To the model call, p50: ${chat.warm_to_call.p50} ms. Goal: ≤ 150 ms: ${verdict(chat.warm_to_call.p50 <= 150)}.`,
+      ...(chat.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${chat.floor_warm_to_call.p50} ms of that (the warm floor); the service adds ${round(chat.warm_to_call.p50 - chat.floor_warm_to_call.p50)} ms at p50 (HTTP, admission, the queue, the take, the stdin write).`]),
+      'Back to back, a request takes the CLI its predecessor\'s replacement is still starting: it waits for the rest of that start.', '',
+      `### Job at BASE_REF, ${job.files.toLocaleString('en')} files (${job.n} jobs each, after one of each to warm the page cache)`, '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      ...(job.floor_warm_to_call === undefined ? [] : [row('floor, cold: the CLI alone in a ready checkout, its start to the model call', job.floor_cold_cli_to_call), row('floor, warm: the CLI alone in a ready checkout, idle, its prompt to the model call', job.floor_warm_to_call)]),
+      row('WARM_AGENTS=0: `POST /execute` to the model call', job.cold_to_call),
+      row('of which preparing (the checkout)', job.cold_preparing),
+      row('warm: `POST /execute` to the model call', job.warm_to_call),
+      row('of which preparing', job.warm_preparing),
+      '', `Goal: ≤ 150 ms p50 warm: ${verdict(job.warm_to_call.p50 <= 150)}.`,
+      ...(job.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${job.floor_warm_to_call.p50} ms of that; the service adds ${round(job.warm_to_call.p50 - job.floor_warm_to_call.p50)} ms at p50.`]), '',
+      `### A cold start while a warm CLI starts (${miss.n} each)`, '',
+      'Jobs whose argv is new each time (a `max_turns` of their own) never find a warm CLI. On the warm service each is sent',
+      `while a warm CLI is starting (for the argument set used just before; caught starting ${miss.caught_starting} times of ${miss.n}), which the cold start then stops.`, '',
+      '| | p50 ms | p99 ms |', '| --- | --- | --- |',
+      row('WARM_AGENTS=0: `POST /execute` to the model call', miss.cold_to_call),
+      row('WARM_AGENTS=2, a warm CLI starting: the same', miss.miss_while_warm_starts_to_call),
+      '', `Ratio at p50: ${miss.ratio_p50}. Goal: a warm start never slows a run's start: ${verdict(miss.ratio_p50 <= 1.1)} (within 10%).`, '',
+      '### Idle memory (RSS and PSS of the service and every process under it)', '',
+      '| | processes | RSS MiB | PSS MiB |', '| --- | --- | --- | --- |',
+      `| chat service, WARM_AGENTS=0 | ${chat.idle_memory.cold.processes} | ${chat.idle_memory.cold.rss_mib} | ${chat.idle_memory.cold.pss_mib} |`,
+      `| chat service, WARM_AGENTS=2 (2 CLIs waiting) | ${chat.idle_memory.warm.processes} | ${chat.idle_memory.warm.rss_mib} | ${chat.idle_memory.warm.pss_mib} |`,
+      `| job service with BASE_REPO, WARM_AGENTS=0 | ${job.idle_memory.cold.processes} | ${job.idle_memory.cold.rss_mib} | ${job.idle_memory.cold.pss_mib} |`,
+      `| job service with BASE_REPO, WARM_AGENTS=1 | ${job.idle_memory.warm.processes} | ${job.idle_memory.warm.rss_mib} | ${job.idle_memory.warm.pss_mib} |`,
+      '')
   }
   if (r.workspaces) {
     const w = r.workspaces

@@ -97,6 +97,10 @@ const settings = {
   // What a finished job keeps to be continued (continue_from): its transcript and its tree's bundle.
   maxResumeBytes: { env: 'MAX_RESUME_BYTES', default: 16 * MiB, parse: integer(0, 1024 * MiB) },
   claudeBin: { env: 'CLAUDE_BIN', default: 'claude', parse: string() },
+  // Two: one for the default job, one for the most recent other argument set (e.g. the chat
+  // completions'); each costs ~150 MB while it waits (and, with BASE_REPO, a checkout on disk).
+  warmAgents: { env: 'WARM_AGENTS', default: 2, parse: integer(0, 100) },
+  warmAgentMaxIdleSeconds: { env: 'WARM_AGENT_MAX_IDLE_SECONDS', default: 600, parse: seconds(1, 7 * 24 * 3600) },
   sandbox: { env: 'SANDBOX', default: 'bwrap' as (typeof SANDBOX_MODES)[number], parse: oneOf(SANDBOX_MODES) },
   sandboxReadOnly: {
     env: 'SANDBOX_READ_ONLY',

@@ -2,6 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { CliResult } from './agent/stream-json.ts'
 import type { ClusterCounts, QueueCounts, RunRecord } from './engine/types.ts'
+import type { WarmInfo } from './runner/warm-pool.ts'
 
 const PREFIX = 'claude_runner_'
 /** Seconds: from a few milliseconds (HTTP, a warm workspace) to an hour-long agent run. */
@@ -20,6 +21,7 @@ export class Metrics {
   readonly #prepare: Histogram
   readonly #cost: Counter<'tenant' | 'kind'>
   readonly #tokens: Counter<'tenant' | 'kind' | 'type'>
+  readonly #warmStarts: Counter<'result'>
   readonly #httpRequests: Counter<'method' | 'route' | 'status'>
   readonly #httpDuration: Histogram<'method' | 'route'>
   readonly #httpChildren = new Map<string, { requests: ReturnType<Counter<'method' | 'route' | 'status'>['labels']>, duration: ReturnType<Histogram<'method' | 'route'>['labels']> }>()
@@ -27,8 +29,8 @@ export class Metrics {
   /** Read at scrape time; kept so the registry's gauges have an owner. */
   readonly #gauges: Gauge[]
 
-  /** `runner` is read at scrape time for the queue and slot gauges; `cluster` too (Redis engine only). */
-  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null, info?: { replica: string, version: string, engine: string }) {
+  /** `runner` is read at scrape time for the queue and slot gauges; `cluster` (Redis engine only) and `warm` too. */
+  constructor (runner: () => QueueCounts, cluster: () => ClusterCounts | null = () => null, info?: { replica: string, version: string, engine: string }, warm: () => WarmInfo | null = () => null) {
     const registers = [this.registry]
     // Which replica this is, as an info series (Prometheus' own `instance` label names the target).
     if (info !== undefined) new Gauge({ name: `${PREFIX}info`, help: 'Always 1: this replica (INSTANCE_ID), its version and engine.', labelNames: ['replica', 'version', 'engine'], registers }).set(info, 1)
@@ -45,6 +47,8 @@ export class Metrics {
       gauge(`${PREFIX}cluster_active_runs`, 'Redis engine: runs executing on any replica (else as active_runs).', () => cluster()?.active ?? runner().active),
       gauge(`${PREFIX}cluster_capacity`, 'Redis engine: the MAX_CONCURRENCY of every replica taking work, summed (else as capacity).', () => cluster()?.capacity ?? runner().capacity),
       gauge(`${PREFIX}cluster_replicas`, 'Redis engine: replicas alive (else 1).', () => cluster()?.replicas ?? 1),
+      gauge(`${PREFIX}warm_agents_ready`, 'CLIs started ahead of time and waiting for a prompt (WARM_AGENTS).', () => warm()?.ready ?? 0),
+      gauge(`${PREFIX}warm_agents_starting`, 'CLIs being started ahead of time.', () => warm()?.starting ?? 0),
       gauge('process_resident_memory_bytes', 'Resident set size.', () => process.memoryUsage.rss()),
       gauge('nodejs_heap_used_bytes', 'V8 heap in use.', () => process.memoryUsage().heapUsed),
       gauge('nodejs_eventloop_delay_p99_seconds', 'p99 event loop delay since the previous scrape.', () => {
@@ -59,6 +63,7 @@ export class Metrics {
     this.#prepare = new Histogram({ name: `${PREFIX}workspace_prepare_seconds`, help: "Time to prepare a job's workspace.", buckets: BUCKETS, registers })
     this.#cost = new Counter({ name: `${PREFIX}cost_usd_total`, help: 'total_cost_usd reported by the CLI, by tenant.', labelNames: ['tenant', 'kind'], registers })
     this.#tokens = new Counter({ name: `${PREFIX}tokens_total`, help: 'Tokens reported by the CLI, by tenant.', labelNames: ['tenant', 'kind', 'type'], registers })
+    this.#warmStarts = new Counter({ name: `${PREFIX}warm_starts_total`, help: 'Runs started while WARM_AGENTS > 0: hit, a warm CLI took the prompt; miss, a cold start.', labelNames: ['result'], registers })
     this.#httpRequests = new Counter({ name: `${PREFIX}http_requests_total`, help: 'HTTP requests answered (but /health and /metrics).', labelNames: ['method', 'route', 'status'], registers })
     this.#httpDuration = new Histogram({ name: `${PREFIX}http_request_duration_seconds`, help: 'Time to answer HTTP requests (streams: until they end).', labelNames: ['method', 'route'], buckets: BUCKETS, registers })
   }
@@ -72,6 +77,10 @@ export class Metrics {
     this.#jobs.inc({ tenant: job.tenant, status: job.status, error: job.error?.code ?? '' })
     if (job.phaseMs.preparing !== undefined) this.#prepare.observe(job.phaseMs.preparing / 1000)
     this.#usage(job.tenant, 'job', job.result)
+  }
+
+  warmTake (hit: boolean): void {
+    this.#warmStarts.inc({ result: hit ? 'hit' : 'miss' })
   }
 
   chatFinished (api: string, outcome: string, result: CliResult | null, tenant: string): void {

@@ -3,6 +3,7 @@ import packageJson from '../package.json' with { type: 'json' }
 import { AgentControls } from './agent/agent-controls.ts'
 import { buildAgentEnv } from './agent/agent-env.ts'
 import { CliProbe } from './agent/cli-info.ts'
+import type { AgentSpec } from './agent/cli-args.ts'
 import { JsonSchemaChecker } from './agent/json-schema-check.ts'
 import { McpProfiles } from './agent/mcp-profiles.ts'
 import { ProcessRecords } from './agent/process-records.ts'
@@ -18,6 +19,7 @@ import { WebhookSender } from './jobs/webhooks.ts'
 import { Metrics } from './metrics.ts'
 import { ChatService } from './openai/chat-service.ts'
 import { AgentExecutor } from './runner/agent-executor.ts'
+import { WarmPool } from './runner/warm-pool.ts'
 import { toJobView } from './schemas/job.ts'
 import { Tenants } from './tenants/tenants.ts'
 import { DiskWatch } from './workspace/disk.ts'
@@ -48,6 +50,8 @@ export interface Services {
   /** Checks and maps what a request asks of the agent beyond its prompt. */
   controls: AgentControls
   sandbox: Sandbox
+  /** The CLIs started ahead of time (WARM_AGENTS). */
+  warm: WarmPool
   metrics: Metrics
   cli: CliProbe
   startedAt: number
@@ -133,24 +137,6 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
       now,
     })
   const disk = new DiskWatch(config.workspaceRoot, config.workspaceMinFreeBytes).start()
-  const executorFor = (provider: WorkspaceProvider): AgentExecutor => new AgentExecutor({
-    bin: config.claudeBin,
-    sandbox,
-    records,
-    env: agentEnv,
-    killGraceMs: config.killGraceSeconds * 1000,
-    maxOutputBytes: config.maxOutputBytes,
-    workspaces: provider,
-    configs: { folders, template: config.claudeConfigTemplate },
-    // What continuations start from is kept in the engine: the next run may be on another replica.
-    artifacts: (id: string, name: string) => engine.store.artifact(id, name),
-    maxResumeBytes: config.maxResumeBytes,
-    disk,
-    onError: (error, context) => logger.error({ err: error }, context),
-  })
-  const executor = executorFor(workspaces)
-  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
-  const chatExecutor = executorFor(new DirectoryWorkspaces(folders))
   const webhooks = new WebhookSender({
     secret: config.webhookSecret,
     allowedHosts: config.webhookAllowedHosts,
@@ -163,7 +149,20 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
   })
   // Read at scrape time only, by when the engine exists.
-  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, { replica: config.instanceId, version: packageJson.version, engine: config.redisUrl === undefined ? 'memory' : 'redis' })
+  const metrics: Metrics = new Metrics(() => engine.queue.counts, () => engine.health().cluster, { replica: config.instanceId, version: packageJson.version, engine: config.redisUrl === undefined ? 'memory' : 'redis' }, () => pool.describe())
+  // Warm processes look like cold ones only where paths inside are fixed: in the sandbox.
+  if (config.warmAgents > 0 && !sandbox.info.isolated) logger.warn('WARM_AGENTS is ignored with SANDBOX=off: a warm agent\'s folders would show it was started for another run')
+  // Slots are the engine's; until it exists there are none to spare.
+  const slots = { free: (): boolean => false }
+  const pool = new WarmPool({
+    size: sandbox.info.isolated ? config.warmAgents : 0,
+    maxIdleMs: config.warmAgentMaxIdleSeconds * 1000,
+    // Below WORKSPACE_MIN_FREE_BYTES a warm workspace would take the room a run needs.
+    mayStart: () => slots.free() && !disk.low,
+    now,
+    logger,
+    onTake: hit => { metrics.warmTake(hit) },
+  })
   const onFinished = (record: RunRecord): void => {
     if (record.kind !== 'job') return
     metrics.jobFinished(record)
@@ -176,8 +175,15 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
     logger,
     onFinished,
-    onSettled: run => metrics.runSettled(run.kind, run.queuedMs, run.runMs),
+    onSettled: run => {
+      metrics.runSettled(run.kind, run.queuedMs, run.runMs)
+      pool.kick()
+    },
   })
+  slots.free = () => {
+    const counts = engine.queue.counts
+    return !counts.closing && counts.active < counts.capacity
+  }
   const chat = new ChatService({
     engine,
     controls,
@@ -199,12 +205,33 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     now,
     logger,
   })
+  const executorFor = (provider: WorkspaceProvider, lane: string, defaultSpec?: AgentSpec): AgentExecutor => new AgentExecutor({
+    bin: config.claudeBin,
+    sandbox,
+    records,
+    env: agentEnv,
+    killGraceMs: config.killGraceSeconds * 1000,
+    maxOutputBytes: config.maxOutputBytes,
+    workspaces: provider,
+    configs: { folders, template: config.claudeConfigTemplate },
+    // What continuations start from is kept in the engine: the next run may be on another replica.
+    artifacts: (id: string, name: string) => engine.store.artifact(id, name),
+    maxResumeBytes: config.maxResumeBytes,
+    disk,
+    warm: pool.size > 0 ? { pool, lane, defaultSpec } : undefined,
+    onError: (error, context) => logger.error({ err: error }, context),
+  })
+  // A job that names nothing but its prompt: the argument set kept warm before any run is seen.
+  const executor = executorFor(workspaces, 'jobs', jobs.specFor({ prompt: '' }))
+  // Chat completions run in empty folders, whatever BASE_REPO says: a chat has no repository.
+  const chatExecutor = executorFor(new DirectoryWorkspaces(folders), 'chats')
   if (engine.callbacks !== undefined) webhooks.serve(engine.callbacks, id => engine.store.get(id))
   engine.queue.process(createRunWorker({ jobs: executor, chats: chatExecutor, maxAnswerBytes: config.maxOutputBytes, now, logger }))
 
   let draining: Promise<void> | undefined
   const drain = (): Promise<void> => (draining ??= (async () => {
-    await engine.queue.drain(config.shutdownGraceSeconds * 1000)
+    // Warm processes are not runs: they go at once, runs get their grace.
+    await Promise.all([pool.close(), engine.queue.drain(config.shutdownGraceSeconds * 1000)])
     // Jobs cancelled by the shutdown still tell their callbacks, within a bound.
     await webhooks.close(WEBHOOK_DRAIN_MS)
   })())
@@ -219,6 +246,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     disk,
     controls,
     sandbox,
+    warm: pool,
     metrics,
     cli: new CliProbe(config.claudeBin, agentEnv, sandbox),
     startedAt: now(),
@@ -228,6 +256,7 @@ async function start (config: Config, deps: ServiceDeps, logger: Logger, lock: I
     killAgentsNow: () => {
       executor.killAll()
       chatExecutor.killAll()
+      pool.killAll()
     },
     close: async () => {
       await drain()

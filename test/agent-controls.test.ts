@@ -46,7 +46,7 @@ describe('agent controls on the command line', () => {
     const job = await run(app, request)
     expect(job.status).toBe('completed')
     expect(echoed(job.result!.text).argv).toEqual([
-      '-p', '--output-format=stream-json', '--verbose',
+      '-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose',
       '--model=opus',
       '--fallback-model=sonnet,haiku',
       '--effort=xhigh',
@@ -72,7 +72,7 @@ describe('agent controls on the command line', () => {
   it('adds nothing to the command line for a request without controls', async () => {
     const { app } = await makeApp()
     const job = await run(app, { prompt: '[[fake echo]]' })
-    expect(echoed(job.result!.text).argv).toEqual(['-p', '--output-format=stream-json', '--verbose'])
+    expect(echoed(job.result!.text).argv).toEqual(['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose'])
     expect(job.request).toMatchObject({ json_schema: null, allowed_tools: null, disallowed_tools: null, append_system_prompt: null, effort: null, fallback_model: null, mcp_servers: null })
   })
 

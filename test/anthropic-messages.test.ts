@@ -117,7 +117,7 @@ describeEngines('Anthropic Messages', engine => {
       const message = await client.messages.create({
         model: 'haiku', max_tokens: 5, messages: user('[[fake echo]]'), stop_sequences: ['\n\nHuman:'], temperature: 0.1, top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' }, tools: [], tool_choice: { type: 'auto' },
       } as Anthropic.MessageCreateParamsNonStreaming)
-      expect(echoOf(textOf(message)).argv).toEqual(['-p', '--output-format=stream-json', '--verbose', '--model=haiku'])
+      expect(echoOf(textOf(message)).argv).toEqual(['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose', '--model=haiku'])
     })
 
     it('reports max turns as stop_reason max_tokens', async () => {

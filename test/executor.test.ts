@@ -4,7 +4,7 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
-import { runAgent } from '../src/agent/agent-run.ts'
+import { runAgent, startAgent } from '../src/agent/agent-run.ts'
 import { ProcessRecords } from '../src/agent/process-records.ts'
 import { Bubblewrap } from '../src/agent/sandbox.ts'
 import { RunCancelledError, RunTimeoutError } from '../src/errors.ts'
@@ -96,25 +96,44 @@ describe('a run stopped while its branch is pushed', () => {
 })
 
 describe('a CLI started before its prompt is known', () => {
-  it('reads the prompt its caller writes to stdin later, in the sandbox', async () => {
+  it('waits, printing nothing, and runs the prompt it is given later, in the sandbox', async () => {
     const dir = await tempDir()
     const paths = { workspace: join(dir, 'ws'), config: join(dir, 'config'), home: join(dir, 'home'), tmp: join(dir, 'tmp'), inputs: join(dir, 'inputs') }
     for (const path of Object.values(paths)) mkdirSync(path)
     const env = { PATH: process.env.PATH! }
-    let spawned!: () => void
-    const started = new Promise<void>(resolve => { spawned = resolve })
-    const outcome = await runAgent({ prompt: 'never sent' }, {
+    const started = startAgent({ prompt: 'not this one' }, {
       bin: FAKE_CLAUDE,
       sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: join(dir, 'state'), readOnly: [] }),
       paths,
       env,
       killGraceMs: 1000,
       maxOutputBytes: 1 << 20,
-      signal: new AbortController().signal,
-      onSpawn: () => { spawned() },
-      // The process runs before the prompt exists; it arrives once the caller has it.
-      stdin: stdin => { void started.then(() => stdin.end('[[fake text fed after the start]]')) },
     })
+    // The process runs (it has answered the handshake) before the prompt exists.
+    expect(await started.ready).toBe(true)
+    expect(started.alive).toBe(true)
+    const events: string[] = []
+    const outcome = await started.run({ prompt: '[[fake text fed after the start]]' }, { signal: new AbortController().signal, onEvent: event => events.push(event.type) })
     expect(outcome).toMatchObject({ status: 'completed', result: { result: 'fed after the start' } })
+    // Nothing of the handshake is the run's: its output starts with the CLI's init line.
+    expect(JSON.parse(outcome.output.lines[0]!)).toMatchObject({ type: 'system', subtype: 'init' })
+    expect(outcome.output.bytes).toBe(outcome.output.lines.reduce((sum, line) => sum + Buffer.byteLength(line) + 1, 0))
+    expect(events[0]).toBe('init')
+  })
+
+  it('refuses an agent the CLI did not find, before the model is called', async () => {
+    const dir = await tempDir()
+    const paths = { workspace: join(dir, 'ws'), config: join(dir, 'config'), home: join(dir, 'home'), tmp: join(dir, 'tmp'), inputs: join(dir, 'inputs') }
+    for (const path of Object.values(paths)) mkdirSync(path)
+    mkdirSync(join(paths.workspace, '.claude', 'agents'), { recursive: true })
+    writeFileSync(join(paths.workspace, '.claude', 'agents', 'reviewer.md'), '---\nname: reviewer\ndescription: Reviews\n---\nReview.\n')
+    const env = { PATH: process.env.PATH! }
+    const sandbox = await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: join(dir, 'state'), readOnly: [] })
+    const options = { bin: FAKE_CLAUDE, sandbox, paths, env, killGraceMs: 1000, maxOutputBytes: 1 << 20, signal: new AbortController().signal }
+    const missing = await runAgent({ prompt: '[[fake text unreachable]]', agent: 'Reviewer' }, options)
+    expect(missing).toMatchObject({ status: 'failed', result: null, error: { code: 'unknown_agent', message: "agent 'Reviewer' not found. Available agents: claude, Explore, general-purpose, Plan, statusline-setup, reviewer" } })
+    expect(missing.output.lines).toEqual([])
+    const found = await runAgent({ prompt: '[[fake text reviewed]]', agent: 'reviewer' }, options)
+    expect(found).toMatchObject({ status: 'completed', result: { result: 'reviewed' } })
   })
 })

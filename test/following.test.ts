@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
-import { AUTH, finished, getJob, listen, appMaker, describeEngines, run, submit, tempDir, TOKEN } from './helpers/app.ts'
+import { AUTH, agentsTemplate, finished, getJob, listen, appMaker, describeEngines, run, submit, tempDir, TOKEN } from './helpers/app.ts'
 import { cli } from './helpers/cli.ts'
 import { AgentProbe } from './helpers/probe.ts'
 import { collectEvents } from './helpers/sse.ts'
@@ -291,7 +291,7 @@ describeEngines('following jobs', engine => {
     })
 
     it('reads the prompt from stdin or a file', async () => {
-      const { app } = await makeApp()
+      const { app } = await makeApp({ claudeConfigTemplate: await agentsTemplate('reviewer') })
       const base = await listen(app)
       const fromStdin = await cli(base, ['run', '-q'], 'from stdin [[fake echo]]')
       expect(fromStdin.code).toBe(0)

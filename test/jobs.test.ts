@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { AUTH, finished, getJob, appMaker, describeEngines, record, run, submit } from './helpers/app.ts'
+import { AUTH, agentsTemplate, finished, getJob, appMaker, describeEngines, record, run, submit } from './helpers/app.ts'
 import { AgentProbe, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 
 const echo = (text: string): Record<string, unknown> => JSON.parse(text)
@@ -54,10 +54,10 @@ describeEngines('jobs', engine => {
     })
 
     it('passes model, agent, max turns and budget to the CLI as options, and the prompt on stdin', async () => {
-      const { app } = await makeApp()
+      const { app } = await makeApp({ claudeConfigTemplate: await agentsTemplate('reviewer') })
       const job = await run(app, { prompt: 'hello [[fake echo]]', model: 'sonnet', agent: 'reviewer', max_turns: 3, max_budget_usd: 0.5 })
       const seen = echo(job.result!.text!)
-      expect(seen.argv).toEqual(['-p', '--output-format=stream-json', '--verbose', '--model=sonnet', '--agent=reviewer', '--max-turns=3', '--max-budget-usd=0.5'])
+      expect(seen.argv).toEqual(['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose', '--model=sonnet', '--agent=reviewer', '--max-turns=3', '--max-budget-usd=0.5'])
       expect(seen.stdin).toBe('hello [[fake echo]]')
       expect(job.agent!.model).toBe('claude-sonnet-5-5')
     })

@@ -221,7 +221,7 @@ describeEngines('chat completions', engine => {
       const completion = await client.chat.completions.create({
         model: 'haiku', messages: user('[[fake echo]]'), temperature: 0.2, top_p: 0.9, max_tokens: 50, stop: [], seed: 1, presence_penalty: 0, user: 'u', response_format: { type: 'text' },
       })
-      expect(echoOf(completion.choices[0]!.message.content!).argv).toEqual(['-p', '--output-format=stream-json', '--verbose', '--model=haiku'])
+      expect(echoOf(completion.choices[0]!.message.content!).argv).toEqual(['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose', '--model=haiku'])
     })
 
     it('answers 404 model_not_found for a model that is not Claude, and passes Claude ids through', async () => {

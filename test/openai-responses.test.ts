@@ -139,7 +139,7 @@ describeEngines('OpenAI Responses', engine => {
     it('accepts and ignores max_output_tokens, temperature and top_p', async () => {
       const { client } = await responsesApp()
       const response = await client.responses.create({ model: 'haiku', input: '[[fake echo]]', max_output_tokens: 16, temperature: 0.2, top_p: 0.5, tools: [], tool_choice: 'auto', store: false })
-      expect(echoOf(response.output_text).argv).toEqual(['-p', '--output-format=stream-json', '--verbose', '--model=haiku'])
+      expect(echoOf(response.output_text).argv).toEqual(['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose', '--model=haiku'])
     })
 
     it('refuses tools, images, files and other items with 400 unsupported naming the parameter', async () => {

@@ -6,7 +6,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Anthropic from '@anthropic-ai/sdk'
 import OpenAI from 'openai'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { runAgent } from '../src/agent/agent-run.ts'
 import { Bubblewrap, type RunPaths } from '../src/agent/sandbox.ts'
 import { buildApp } from '../src/app.ts'
@@ -96,12 +96,13 @@ describe('the real Claude Code CLI', () => {
     expect(job.result!.text).toBe('REVIEWED: looks fine')
   })
 
-  it('fails a job whose agent does not exist with the CLI\'s message, before any API call', async () => {
+  it('fails a job whose agent does not exist, naming the agents there are, before any API call', async () => {
     const { app, stub } = await realApp(() => ({ text: 'unused' }))
     const job = await run(app, { prompt: 'hi', agent: 'no-such-agent' })
-    expect(job.status).toBe('failed')
-    expect(job.error!.message).toContain("'no-such-agent' not found")
-    expect(job.exit).toEqual({ code: 1, signal: null })
+    // With stream-json input the CLI would run its default agent instead: the service refuses,
+    // from the agents the CLI listed in its handshake, and closes its stdin with no prompt.
+    expect(job).toMatchObject({ status: 'failed', error: { code: 'unknown_agent', message: "agent 'no-such-agent' not found. Available agents: claude, Explore, general-purpose, Plan, statusline-setup" } })
+    expect(job.exit).toEqual({ code: 0, signal: null })
     expect(stub.calls).toHaveLength(0)
   })
 
@@ -380,5 +381,47 @@ describe('the real Claude Code CLI', () => {
     expect(stub.calls).toHaveLength(10)
     expect(existsSync(join(home, '.claude.json'))).toBe(false)
     expect(readdirSync(join(root, 'claude-config'))).toEqual([])
+  })
+
+  describe('started ahead of time (WARM_AGENTS)', () => {
+    /** A request as the model sees it, without what differs between any two runs (the user id, the stand-in's tool ids). */
+    const asSeen = (call: MessagesCall): unknown => JSON.parse(JSON.stringify({ ...call.body, metadata: undefined }).replace(/toolu_[0-9a-f]+/g, 'toolu_'))
+
+    it('runs a warm job at BASE_REF, asking the model exactly what a cold start asks', async () => {
+      const repo = makeRepo(await tempDir())
+      const script: Script = call => hasToolResult(call)
+        ? { text: 'I wrote hello.txt.' }
+        : { toolUse: { name: 'Write', input: { file_path: join(cwdOf(call), 'hello.txt'), content: 'hello from the model\n' } } }
+      const warm = await realApp(script, { baseRepo: repo.origin, baseRefreshSeconds: 0, warmAgents: 1 })
+      await vi.waitFor(() => expect(warm.app.ctx.warm.describe().ready).toBe(1), { timeout: 60_000, interval: 50 })
+      expect(warm.stub.calls).toHaveLength(0)
+      const request = { prompt: 'Create hello.txt saying hello.' }
+      const warmJob = await run(warm.app, request)
+      expect(warm.app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 0 })
+      expect(warmJob).toMatchObject({ status: 'completed', result: { text: 'I wrote hello.txt.', num_turns: 2 }, changes: { files: [{ path: 'hello.txt', status: 'added' }] } })
+      const cold = await realApp(script, { baseRepo: repo.origin, baseRefreshSeconds: 0 })
+      await cold.app.ctx.workspaces.ready
+      const coldJob = await run(cold.app, request)
+      expect(coldJob.status).toBe('completed')
+      expect(warm.stub.calls.map(asSeen)).toEqual(cold.stub.calls.map(asSeen))
+    })
+
+    it('answers a warm chat completion through the openai SDK, streamed', async () => {
+      const { app, stub } = await realApp(() => ({ text: 'Hello, warmly.', chunks: 4 }), { warmAgents: 2 })
+      const url = await listen(app)
+      const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: TOKEN, maxRetries: 0 })
+      const ask = async (): Promise<string> => {
+        const stream = await client.chat.completions.create({ model: 'haiku', messages: [{ role: 'user', content: 'Say hello.' }], stream: true })
+        let text = ''
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
+        return text
+      }
+      expect(await ask()).toBe('Hello, warmly.')
+      // Its argument set is now kept warm, next to the default job's.
+      await vi.waitFor(() => expect(app.ctx.warm.describe()).toMatchObject({ ready: 2, starting: 0 }), { timeout: 60_000, interval: 50 })
+      expect(await ask()).toBe('Hello, warmly.')
+      expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, misses: 1 })
+      expect(asSeen(stub.calls[1]!)).toEqual(asSeen(stub.calls[0]!))
+    })
   })
 })

@@ -3,7 +3,7 @@
 // job, TTL eviction. The chat-completion case lives in openai-chat.test.ts.
 import { existsSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { AUTH, finished, getJob, appMaker, describeEngines, submit } from './helpers/app.ts'
+import { AUTH, agentsTemplate, finished, getJob, appMaker, describeEngines, submit } from './helpers/app.ts'
 import { AgentProbe } from './helpers/probe.ts'
 
 describeEngines('the seed', engine => {
@@ -11,7 +11,7 @@ describeEngines('the seed', engine => {
 
   describe('parallel execution (seed)', () => {
     it('does not answer 409 to a second /execute while a job runs', async () => {
-      const { app } = await makeApp()
+      const { app } = await makeApp({ claudeConfigTemplate: await agentsTemplate('x', 'y', 'z') })
       const probe = await AgentProbe.start()
       const first = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: `a ${probe.directive}`, agent: 'x' } })
       await probe.waitStarted(1)
@@ -25,7 +25,7 @@ describeEngines('the seed', engine => {
     })
 
     it('runs two /execute jobs at the same time', async () => {
-      const { app } = await makeApp()
+      const { app } = await makeApp({ claudeConfigTemplate: await agentsTemplate('x', 'y', 'z') })
       const probe = await AgentProbe.start()
       const a = await submit(app, { prompt: `a ${probe.directive}`, agent: 'x' })
       const b = await submit(app, { prompt: `b ${probe.directive}`, agent: 'y' })
@@ -39,7 +39,7 @@ describeEngines('the seed', engine => {
     })
 
     it('with capacity 1, accepts the second job but keeps it queued until the slot frees', async () => {
-      const { app } = await makeApp({ maxConcurrency: 1 })
+      const { app } = await makeApp({ maxConcurrency: 1, claudeConfigTemplate: await agentsTemplate('x', 'y', 'z') })
       const probe = await AgentProbe.start()
       const r1 = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: `a ${probe.directive}`, agent: 'x' } })
       await probe.waitStarted(1)
@@ -108,7 +108,7 @@ describeEngines('the seed', engine => {
     })
 
     it('gives each job a workspace of its own, removed afterwards', async () => {
-      const { app, root } = await makeApp()
+      const { app, root } = await makeApp({ claudeConfigTemplate: await agentsTemplate('x', 'y', 'z') })
       const probe = await AgentProbe.start()
       const a = await submit(app, { prompt: `a ${probe.directive}`, agent: 'x' })
       const b = await submit(app, { prompt: `b ${probe.directive}`, agent: 'y' })
@@ -126,7 +126,7 @@ describeEngines('the seed', engine => {
     it('refuses with 429 beyond MAX_QUEUE_DEPTH (test_queue_depth_rejection, literally)', async () => {
       // The seed: capacity 1, MAX_QUEUE_DEPTH = 2; the first runs, the second waits, the third is
       // refused. The depth counts what was admitted and has not finished: running plus waiting.
-      const { app } = await makeApp({ maxConcurrency: 1, maxQueueDepth: 2 })
+      const { app } = await makeApp({ maxConcurrency: 1, maxQueueDepth: 2, claudeConfigTemplate: await agentsTemplate('x', 'y', 'z') })
       const probe = await AgentProbe.start()
       const r1 = await app.inject({ method: 'POST', url: '/execute', headers: AUTH, payload: { prompt: `a ${probe.directive}`, agent: 'x' } })
       await probe.waitStarted(1)

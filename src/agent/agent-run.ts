@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import { runProcess, type ProcessExit } from './agent-process.ts'
 import { buildCliArgs, type AgentSpec } from './cli-args.ts'
 import { RunInputs, type Mount, type RunPaths, type Sandbox } from './sandbox.ts'
-import { LineSplitter, parseLine, type AgentEvent, type CliResult } from './stream-json.ts'
+import { initializeRequest, LineSplitter, parseHandshake, parseLine, userMessage, type AgentEvent, type CliResult, type Handshake } from './stream-json.ts'
 
 export type RunStatus = 'completed' | 'failed' | 'timed_out' | 'cancelled'
 
@@ -14,6 +15,8 @@ export type RunErrorCode =
   | 'structured_output_missing'
   /** A continuation whose earlier job (and what it kept) was evicted before it started. */
   | 'not_resumable'
+  /** `agent` names no agent the CLI found (its workspace's, its configuration folder's, the built-in ones). */
+  | 'unknown_agent'
   /** Redis engine: the replica running the agent died (no heartbeat for REPLICA_TIMEOUT_SECONDS). */
   | 'worker_lost'
   /** The disk under WORKSPACE_ROOT is full: the message says how much is free. */
@@ -45,7 +48,7 @@ export interface AgentOutcome {
   init: Extract<AgentEvent, { type: 'init' }> | null
 }
 
-export interface RunAgentOptions {
+export interface AgentStartOptions {
   bin: string
   sandbox: Sandbox
   /** The run's own folders on the host (workspace, configuration folder, HOME, /tmp, inputs). */
@@ -54,16 +57,36 @@ export interface RunAgentOptions {
   mounts?: readonly Mount[] | undefined
   /** The agent's environment (allowlisted); the sandbox adds HOME, TMPDIR, CLAUDE_CONFIG_DIR. */
   env: Readonly<Record<string, string>>
-  /**
-   * Feeds the prompt. Default: the spec's prompt is written to stdin, which is then closed. A
-   * caller that starts the CLI before it has the prompt (stream-json input) passes its own.
-   */
-  stdin?: ((stdin: Writable) => void) | undefined
   killGraceMs: number
   maxOutputBytes: number
+  onSpawn?: (pid: number) => void
+}
+
+export interface AgentRunOptions {
   signal: AbortSignal
   onEvent?: (event: AgentEvent) => void
-  onSpawn?: (pid: number) => void
+}
+
+export type RunAgentOptions = AgentStartOptions & AgentRunOptions
+
+/**
+ * A CLI started with everything but its prompt (see startAgent), waiting on stdin. Whether it
+ * was started a moment ago for this run or minutes ago for whichever run would match it, its run
+ * is the same: nothing of the run reaches it before `run`.
+ */
+export interface StartedAgent {
+  /** The host pid (of the sandbox), once spawned. */
+  readonly pid: number | undefined
+  /** Resolves true once the CLI has answered the handshake and waits for its prompt; false if it ended (or could not start) first. */
+  readonly ready: Promise<boolean>
+  /** True while its process has not exited. */
+  readonly alive: boolean
+  /** Resolves once the process has exited (its group is then killed: nothing it started survives). */
+  readonly exited: Promise<void>
+  /** Gives it the prompt and follows the run to its end; resolves, never throws. Once only. */
+  run (spec: AgentSpec, options: AgentRunOptions): Promise<AgentOutcome>
+  /** Stops a CLI that will not be given a prompt: SIGTERM, then SIGKILL after the grace. */
+  stop (): void
 }
 
 const STDERR_TAIL_BYTES = 16 * 1024
@@ -95,75 +118,220 @@ async function stageInputs (spec: AgentSpec, inputs: RunInputs): Promise<AgentSp
   return fitted
 }
 
+/**
+ * Starts the CLI for `spec` (its argv, its staged inputs: everything but the prompt) and opens the
+ * stream-json handshake. `run` hands it the prompt; until then it waits, printing nothing.
+ */
+export function startAgent (spec: AgentSpec, options: AgentStartOptions): StartedAgent {
+  return new AgentProcess(spec, options)
+}
+
 /** Runs `claude -p` once and says how it went, in every case: it resolves, it never throws. */
 export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Promise<AgentOutcome> {
-  const output: AgentOutput = { lines: [], bytes: 0, keptBytes: 0, truncated: false, stderrTail: '' }
-  let result: CliResult | null = null
-  let init: AgentOutcome['init'] = null
-  let apiError: Extract<AgentEvent, { type: 'api_error' }> | null = null
-  let overflowedLines = 0
+  return startAgent(spec, options).run(spec, options)
+}
 
-  const emit = (event: AgentEvent): void => {
-    if (event.type === 'result') result = event.result
-    else if (event.type === 'init') init = event
-    else if (event.type === 'api_error') apiError = event
-    try {
-      options.onEvent?.(event)
-    } catch {
-      // A follower's bug must not break the run.
-    }
+class AgentProcess implements StartedAgent {
+  readonly #options: AgentStartOptions
+  readonly #requestId = `claude-runner-${randomBytes(6).toString('hex')}`
+  /** Stops the process; a run's own signal is relayed to it. */
+  readonly #controller = new AbortController()
+  readonly #exit: Promise<ProcessExit>
+  readonly #splitter: LineSplitter
+  readonly ready: Promise<boolean>
+  readonly exited: Promise<void>
+  #setReady!: (ready: boolean) => void
+  #pid: number | undefined
+  #alive = true
+  #stdin: Writable | undefined
+  #handshake: Handshake | undefined
+  /** Bytes of stdout, and of it the handshake's: the rest is the run's output. */
+  #stdoutBytes = 0
+  #protocolBytes = 0
+  #stderr = Buffer.alloc(0)
+  /** Where lines go once a run has the process; until then they are held for it. */
+  #sink: { line: (line: string, bytes: number) => void, overflow: () => void } | undefined
+  readonly #held: Array<{ line: string, bytes: number } | null> = []
+  #heldBytes = 0
+  #taken = false
+
+  constructor (spec: AgentSpec, options: AgentStartOptions) {
+    this.#options = options
+    this.ready = new Promise(resolve => { this.#setReady = resolve })
+    this.#splitter = new LineSplitter({
+      maxLineBytes: options.maxOutputBytes,
+      onLine: (line, bytes) => { this.#line(line, bytes) },
+      onOverflow: () => { this.#deliver(null) },
+    })
+    this.#exit = this.#launch(spec).then(exit => {
+      this.#alive = false
+      this.#splitter.end()
+      this.#setReady(false)
+      return exit
+    })
+    this.exited = this.#exit.then(() => {})
   }
 
-  const splitter = new LineSplitter({
-    maxLineBytes: options.maxOutputBytes,
-    onLine: (line, bytes) => {
-      if (output.keptBytes + bytes + 1 <= options.maxOutputBytes) {
-        output.lines.push(line)
-        output.keptBytes += bytes + 1
-      } else {
-        output.truncated = true
-      }
-      for (const event of parseLine(line)) emit(event)
-    },
-    onOverflow: () => {
-      overflowedLines++
-      output.truncated = true
-    },
-  })
+  get pid (): number | undefined {
+    return this.#pid
+  }
 
-  let stderr = Buffer.alloc(0)
-  const inputs = new RunInputs(options.paths.inputs, options.sandbox.view(options.paths).inputs)
-  const command = await options.sandbox.command({
-    paths: options.paths,
-    mounts: options.mounts ?? [],
-    bin: options.bin,
-    args: buildCliArgs(await stageInputs(spec, inputs)),
-    env: options.env,
-  })
-  const exit: ProcessExit = 'error' in command
-    ? { exitCode: null, signal: null, spawnError: command.error, forceKilled: false }
-    : await runProcess({
+  get alive (): boolean {
+    return this.#alive
+  }
+
+  stop (): void {
+    this.#controller.abort(new Error('stopped before it was given a prompt'))
+  }
+
+  async #launch (spec: AgentSpec): Promise<ProcessExit> {
+    const options = this.#options
+    let command
+    try {
+      const inputs = new RunInputs(options.paths.inputs, options.sandbox.view(options.paths).inputs)
+      command = await options.sandbox.command({
+        paths: options.paths,
+        mounts: options.mounts ?? [],
+        bin: options.bin,
+        args: buildCliArgs(await stageInputs(spec, inputs)),
+        env: options.env,
+      })
+    } catch (error) {
+      return { exitCode: null, signal: null, spawnError: { code: 'EINPUTS', message: `its input files could not be staged: ${(error as Error).message}` }, forceKilled: false }
+    }
+    if ('error' in command) return { exitCode: null, signal: null, spawnError: command.error, forceKilled: false }
+    if (this.#controller.signal.aborted) return { exitCode: null, signal: null, spawnError: { code: 'ECANCELED', message: 'stopped before it started' }, forceKilled: false }
+    return runProcess({
       command,
-      input: options.stdin ?? spec.prompt,
-      signal: options.signal,
+      input: stdin => {
+        this.#stdin = stdin
+        // A CLI that died has closed its end: a late write must not become an error of the service.
+        stdin.on('error', () => {})
+        stdin.write(initializeRequest(this.#requestId))
+      },
+      signal: this.#controller.signal,
       killGraceMs: options.killGraceMs,
-      ...(options.onSpawn ? { onSpawn: options.onSpawn } : {}),
+      onSpawn: pid => {
+        this.#pid = pid
+        options.onSpawn?.(pid)
+      },
       onStdout: chunk => {
-        output.bytes += chunk.length
-        splitter.push(chunk)
+        this.#stdoutBytes += chunk.length
+        this.#splitter.push(chunk)
       },
       onStderr: chunk => {
-        stderr = Buffer.concat([stderr, chunk])
-        if (stderr.length > STDERR_TAIL_BYTES) stderr = stderr.subarray(stderr.length - STDERR_TAIL_BYTES)
+        this.#stderr = Buffer.concat([this.#stderr, chunk])
+        if (this.#stderr.length > STDERR_TAIL_BYTES) this.#stderr = this.#stderr.subarray(this.#stderr.length - STDERR_TAIL_BYTES)
       },
     })
-  splitter.end()
-  output.stderrTail = stderr.toString('utf8')
+  }
 
+  #line (line: string, bytes: number): void {
+    if (this.#handshake === undefined) {
+      const handshake = parseHandshake(line, this.#requestId)
+      if (handshake !== undefined) {
+        this.#handshake = handshake
+        this.#protocolBytes += bytes + 1
+        this.#setReady(true)
+        return
+      }
+    }
+    this.#deliver({ line, bytes })
+  }
+
+  #deliver (line: { line: string, bytes: number } | null): void {
+    const sink = this.#sink
+    if (sink !== undefined) {
+      if (line === null) sink.overflow()
+      else sink.line(line.line, line.bytes)
+      return
+    }
+    // Nothing is expected before the prompt; what comes is kept for the run, within the output bound.
+    this.#held.push(line)
+    this.#heldBytes += line === null ? 0 : line.bytes + 1
+    if (this.#heldBytes > this.#options.maxOutputBytes) this.stop()
+  }
+
+  async run (spec: AgentSpec, options: AgentRunOptions): Promise<AgentOutcome> {
+    if (this.#taken) throw new Error('a started CLI runs one prompt')
+    this.#taken = true
+    const { maxOutputBytes } = this.#options
+    const output: AgentOutput = { lines: [], bytes: 0, keptBytes: 0, truncated: false, stderrTail: '' }
+    let result: CliResult | null = null
+    let init: AgentOutcome['init'] = null
+    let apiError: Extract<AgentEvent, { type: 'api_error' }> | null = null
+    let overflowedLines = 0
+
+    const emit = (event: AgentEvent): void => {
+      if (event.type === 'result') result = event.result
+      else if (event.type === 'init') init = event
+      else if (event.type === 'api_error') apiError = event
+      try {
+        options.onEvent?.(event)
+      } catch {
+        // A follower's bug must not break the run.
+      }
+    }
+    this.#sink = {
+      line: (line, bytes) => {
+        if (output.keptBytes + bytes + 1 <= maxOutputBytes) {
+          output.lines.push(line)
+          output.keptBytes += bytes + 1
+        } else {
+          output.truncated = true
+        }
+        for (const event of parseLine(line)) emit(event)
+      },
+      overflow: () => {
+        overflowedLines++
+        output.truncated = true
+      },
+    }
+    for (const held of this.#held.splice(0)) this.#deliver(held)
+
+    const { signal } = options
+    const relay = (): void => { this.#controller.abort(signal.reason) }
+    if (signal.aborted) relay()
+    else signal.addEventListener('abort', relay, { once: true })
+
+    let unknownAgent: { name: string, known: string[] } | undefined
+    if (await this.ready && !signal.aborted) {
+      const known = this.#handshake?.agents
+      if (spec.agent !== undefined && known !== undefined && !known.includes(spec.agent)) {
+        // With stream-json input the CLI runs its default agent in place of one it cannot find
+        // (with text input it refused); so the service refuses, and the model is never called.
+        unknownAgent = { name: spec.agent, known }
+        this.#stdin?.end()
+      } else {
+        this.#stdin?.end(userMessage(spec.prompt))
+      }
+    }
+    const exit = await this.#exit
+    signal.removeEventListener('abort', relay)
+    output.bytes = this.#stdoutBytes - this.#protocolBytes
+    output.stderrTail = this.#stderr.toString('utf8')
+    return outcomeOf(spec, { exit, result, init, apiError, output, overflowedLines, unknownAgent, signal, bin: this.#options.bin })
+  }
+}
+
+interface Ending {
+  exit: ProcessExit
+  result: CliResult | null
+  init: AgentOutcome['init']
+  apiError: Extract<AgentEvent, { type: 'api_error' }> | null
+  output: AgentOutput
+  overflowedLines: number
+  unknownAgent: { name: string, known: string[] } | undefined
+  signal: AbortSignal
+  bin: string
+}
+
+function outcomeOf (spec: AgentSpec, { exit, result, init, apiError, output, overflowedLines, unknownAgent, signal, bin }: Ending): AgentOutcome {
   const base = { result, init, output, exit: exit.spawnError ? null : { code: exit.exitCode, signal: exit.signal } }
-  const finalResult = result as CliResult | null
+  const finalResult = result
 
   if (exit.spawnError) {
+    if (signal.aborted) return { ...base, ...stoppedBy(signal) }
     const notFound = exit.spawnError.code === 'ENOENT'
     return {
       ...base,
@@ -171,10 +339,14 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
       error: {
         code: notFound ? 'agent_not_found' : 'agent_spawn_failed',
         message: notFound
-          ? `the Claude Code CLI was not found: CLAUDE_BIN is ${JSON.stringify(options.bin)} (${exit.spawnError.code}); install @anthropic-ai/claude-code or point CLAUDE_BIN at it`
+          ? `the Claude Code CLI was not found: CLAUDE_BIN is ${JSON.stringify(bin)} (${exit.spawnError.code}); install @anthropic-ai/claude-code or point CLAUDE_BIN at it`
           : `the Claude Code CLI could not be started (${exit.spawnError.code}): ${exit.spawnError.message}`,
       },
     }
+  }
+
+  if (unknownAgent !== undefined) {
+    return { ...base, status: 'failed', error: { code: 'unknown_agent', message: `agent '${unknownAgent.name}' not found. Available agents: ${unknownAgent.known.join(', ')}` } }
   }
 
   // A run that really finished keeps its success even if a cancel arrived as it exited.
@@ -188,12 +360,7 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
     return { ...base, status: 'completed', error: null }
   }
 
-  if (options.signal.aborted) {
-    const reason: unknown = options.signal.reason
-    if (reason instanceof RunTimeoutError) return { ...base, status: 'timed_out', error: { code: 'timeout', message: reason.message } }
-    const message = reason instanceof RunCancelledError ? reason.message : 'the run was cancelled'
-    return { ...base, status: 'cancelled', error: { code: 'cancelled', message } }
-  }
+  if (signal.aborted) return { ...base, ...stoppedBy(signal) }
 
   if (finalResult !== null && finalResult.is_error) {
     return { ...base, status: 'failed', error: resultError(finalResult) }
@@ -205,9 +372,8 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
     // is_error false but a non-zero exit: trust the exit code.
     return { ...base, status: 'failed', error: { code: 'agent_crashed', message: `the CLI reported success but ${how}${stderrLine ? `: ${stderrLine}` : ''}` } }
   }
-  const recordedApiError = apiError as Extract<AgentEvent, { type: 'api_error' }> | null
-  if (recordedApiError !== null) {
-    return { ...base, status: 'failed', error: { code: 'api_error', message: recordedApiError.message } }
+  if (apiError !== null) {
+    return { ...base, status: 'failed', error: { code: 'api_error', message: apiError.message } }
   }
   if (exit.exitCode !== 0) {
     return { ...base, status: 'failed', error: { code: 'agent_crashed', message: `the CLI ${how} without a result${stderrLine ? `: ${stderrLine}` : ''}` } }
@@ -216,6 +382,13 @@ export async function runAgent (spec: AgentSpec, options: RunAgentOptions): Prom
     ? ` (${overflowedLines} line(s) longer than MAX_OUTPUT_BYTES were dropped; the result may have been one of them)`
     : ''
   return { ...base, status: 'failed', error: { code: 'no_result', message: `the CLI exited 0 without a result message${why}${stderrLine ? `: ${stderrLine}` : ''}` } }
+}
+
+function stoppedBy (signal: AbortSignal): Pick<AgentOutcome, 'status' | 'error'> {
+  const reason: unknown = signal.reason
+  if (reason instanceof RunTimeoutError) return { status: 'timed_out', error: { code: 'timeout', message: reason.message } }
+  const message = reason instanceof RunCancelledError ? reason.message : 'the run was cancelled'
+  return { status: 'cancelled', error: { code: 'cancelled', message } }
 }
 
 function resultError (result: CliResult): RunError {

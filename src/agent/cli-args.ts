@@ -1,6 +1,9 @@
 /** What one `claude -p` run is asked to do. A plain, JSON-serialisable object. */
 export interface AgentSpec {
-  /** Sent on stdin, never on the command line (argv elements are capped at 128 KiB on Linux). */
+  /**
+   * Sent on stdin as one stream-json user message, never on the command line (argv elements are
+   * capped at 128 KiB on Linux).
+   */
   prompt: string
   model?: string | undefined
   agent?: string | undefined
@@ -42,9 +45,15 @@ export interface AgentSpec {
  * variadic options (`--allowedTools <tools...>`, `--mcp-config <configs...>`) are repeated, one
  * `--flag=value` per value: in that form they never swallow the elements after them, and the
  * CLI adds the repeats up (measured with 2.1.332, see test/fixtures/cli-samples/README.md).
+ *
+ * The prompt never affects the argv: a CLI started before its prompt is known (a warm start) has
+ * the argv a cold start of the same request would have. Every run reads its prompt as stream-json
+ * (`--input-format=stream-json`), warm or cold: the CLI does not behave quite the same with text
+ * input (measured: it tells the model another default timeout for background commands), so one
+ * input format for all is what makes a warm run and a cold one the same run.
  */
 export function buildCliArgs (spec: AgentSpec): string[] {
-  const args = ['-p', '--output-format=stream-json', '--verbose']
+  const args = ['-p', '--input-format=stream-json', '--output-format=stream-json', '--verbose']
   if (spec.includePartialMessages === true) args.push('--include-partial-messages')
   if (spec.resume !== undefined) args.push(`--resume=${spec.resume}`)
   if (spec.systemPromptSnapshot !== undefined) args.push(`--system-prompt-snapshot=${spec.systemPromptSnapshot}`)

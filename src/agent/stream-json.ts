@@ -176,6 +176,47 @@ function summarise (content: unknown): string {
 }
 
 /**
+ * What the service writes to the CLI's stdin (`--input-format stream-json`), as measured with
+ * 2.1.332 (test/fixtures/cli-samples/README.md): a `control_request` of subtype `initialize`, which
+ * the CLI answers with one `control_response` line once it is up (listing the agents it found), and
+ * then one `user` message, the prompt; EOF after it ends the run once its result is out. Until the
+ * user message the CLI prints nothing but that answer and makes no API call.
+ */
+export function initializeRequest (requestId: string): string {
+  return `${JSON.stringify({ type: 'control_request', request_id: requestId, request: { subtype: 'initialize' } })}\n`
+}
+
+/** The prompt as one stream-json user message (a plain string content: the API request is the same as with text input). */
+export function userMessage (prompt: string): string {
+  return `${JSON.stringify({ type: 'user', message: { role: 'user', content: prompt }, parent_tool_use_id: null, session_id: '' })}\n`
+}
+
+/** The CLI's answer to `initialize`: it is up, and these are the agents `--agent` may name. */
+export interface Handshake {
+  /** Undefined when the CLI did not say (an error answer). */
+  agents: string[] | undefined
+}
+
+/** The answer to the `initialize` request `requestId`, or undefined when `line` is something else. */
+export function parseHandshake (line: string, requestId: string): Handshake | undefined {
+  if (!line.includes('"control_response"')) return undefined
+  let message: unknown
+  try {
+    message = JSON.parse(line)
+  } catch {
+    return undefined
+  }
+  if (!isObject(message) || message.type !== 'control_response' || !isObject(message.response)) return undefined
+  const { response } = message
+  if (response.request_id !== requestId) return undefined
+  const body = isObject(response.response) ? response.response : {}
+  const agents = response.subtype === 'success' && Array.isArray(body.agents)
+    ? body.agents.flatMap(agent => isObject(agent) && typeof agent.name === 'string' ? [agent.name] : [])
+    : undefined
+  return { agents }
+}
+
+/**
  * Splits a byte stream into lines as it arrives. Lines may be split across chunks; a line longer
  * than `maxLineBytes` is dropped (reported through `onOverflow`) instead of growing memory without
  * bound. Splitting on the 0x0A byte is safe for UTF-8: no multi-byte sequence contains it.

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { AgentControls } from '../agent/agent-controls.ts'
+import type { AgentSpec } from '../agent/cli-args.ts'
 import { AppError } from '../errors.ts'
 import { forbidden } from '../tenants/scopes.ts'
 import type { Engine, ListQuery, RunRecord, TenantLimits } from '../engine/types.ts'
@@ -61,13 +62,7 @@ export class JobService {
         keep: true,
         resume,
         spec: {
-          prompt: request.prompt,
-          model: request.model,
-          agent: request.agent,
-          maxTurns: request.max_turns,
-          maxBudgetUsd: request.max_budget_usd,
-          permissionMode: this.#options.permissionMode,
-          ...this.#options.controls.toSpec(request),
+          ...this.specFor(request),
           // A resumed session keeps the system prompt its first run recorded, and would drop this job's own.
           ...(resume !== undefined && (request.append_system_prompt !== undefined || request.agent !== undefined) ? { systemPromptSnapshot: 'off' as const } : {}),
         },
@@ -101,6 +96,19 @@ export class JobService {
       throw new AppError('not_resumable', `body.continue_from: job ${id} cannot be continued: ${from.reason}`, { details: { field: 'continue_from' } })
     }
     return from
+  }
+
+  /** What the agent of a job is asked to do (the default argument set of warm starts is that of `{ prompt }`). */
+  specFor (request: JobRequest): AgentSpec {
+    return {
+      prompt: request.prompt,
+      model: request.model,
+      agent: request.agent,
+      maxTurns: request.max_turns,
+      maxBudgetUsd: request.max_budget_usd,
+      permissionMode: this.#options.permissionMode,
+      ...this.#options.controls.toSpec(request),
+    }
   }
 
   /** The job, if it exists and the caller may see it: for anyone else it does not exist. */

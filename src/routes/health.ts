@@ -4,6 +4,7 @@ import type { CliInfo } from '../agent/cli-info.ts'
 import type { AppContext } from '../app.ts'
 import { Nullable, StringEnum } from '../schemas/common.ts'
 import type { EngineHealth } from '../engine/types.ts'
+import type { WarmInfo } from '../runner/warm-pool.ts'
 import type { DiskInfo } from '../workspace/disk.ts'
 import type { WorkspaceInfo } from '../workspace/workspace.ts'
 
@@ -60,6 +61,12 @@ const HealthBody = Type.Object({
   }),
   engine: Engine,
   cluster: Nullable(Cluster),
+  warm: Type.Object({
+    ready: Type.Integer({ description: 'CLIs started ahead of time, waiting for a prompt (WARM_AGENTS); not runs, not in active or capacity.' }),
+    starting: Type.Integer({ description: 'CLIs being started ahead of time (workspace, sandbox, CLI start-up).' }),
+    hits: Type.Integer({ description: 'Runs since start-up that took a warm CLI.' }),
+    misses: Type.Integer({ description: 'Runs since start-up that started cold while WARM_AGENTS > 0.' }),
+  }, { description: 'This replica\'s warm starts.' }),
   sandbox: Type.Object({
     mode: StringEnum(['bwrap', 'off'], { description: 'SANDBOX.' }),
     isolated: Type.Boolean({ description: 'False with SANDBOX=off: agents can reach the service, each other and the base repository.' }),
@@ -72,11 +79,11 @@ type HealthBody = Static<typeof HealthBody>
  * GET /health is polled by load balancers and probes, often several times a second per instance.
  * Its answer changes only with what it reports, so it is serialised once per change (and once a
  * second, for the uptime) and sent as is in between. Every input is compared by value or, for the
- * CLI and workspace descriptions (objects replaced on change, never changed in place), by identity.
+ * CLI, workspace and warm-pool descriptions (objects replaced on change, never changed in place), by identity.
  */
 export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = async (app, { ctx }) => {
-  const { engine, cli, workspaces, disk } = ctx
-  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, engine: EngineHealth, disk: DiskInfo, json: string } | undefined
+  const { engine, cli, workspaces, disk, warm } = ctx
+  let last: { closing: boolean, active: number, queued: number, uptime: number, info: CliInfo, workspace: WorkspaceInfo, engine: EngineHealth, disk: DiskInfo, warm: WarmInfo, json: string } | undefined
 
   app.get('/health', {
     schema: {
@@ -94,10 +101,12 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
     const workspace = workspaces.describe()
     const health = engine.health()
     const space = disk.info
+    const warmInfo = warm.describe()
     if (closing || !health.connected) void reply.code(503)
     let answer = last
     if (answer === undefined || answer.closing !== closing || answer.active !== active || answer.queued !== queued ||
-      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace || answer.engine !== health || answer.disk !== space) {
+      answer.uptime !== uptime || answer.info !== info || answer.workspace !== workspace || answer.engine !== health || answer.disk !== space ||
+      answer.warm !== warmInfo) {
       const reasons = degradedBy(info, workspace, space)
       const body: HealthBody = {
         status: closing ? 'draining' : !health.connected ? 'unavailable' : reasons.length > 0 ? 'degraded' : 'ok',
@@ -123,10 +132,11 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ ctx: AppContext }> = asyn
           redis: health.kind === 'redis' ? { state: health.connected ? 'connected' : 'disconnected', last_error: health.lastError } : null,
         },
         cluster: health.cluster,
+        warm: warmInfo,
         sandbox: ctx.sandbox.info,
       }
       // The route's own serializer (from HealthBody), the same for 200 and 503.
-      answer = last = { closing, active, queued, uptime, info, workspace, engine: health, disk: space, json: reply.serialize(body) as string }
+      answer = last = { closing, active, queued, uptime, info, workspace, engine: health, disk: space, warm: warmInfo, json: reply.serialize(body) as string }
     }
     // A string is sent as it is: serialised above, by the same schema.
     void reply.type('application/json; charset=utf-8').send(answer.json as unknown as HealthBody)

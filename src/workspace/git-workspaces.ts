@@ -82,6 +82,7 @@ export class GitWorkspaces implements WorkspaceProvider {
   #refreshing: Promise<void> | undefined
   readonly #resolved = new Map<string, Target>()
   readonly #gitCryptCommits = new Map<string, boolean>()
+  readonly #listeners: Array<() => void> = []
   #timer: NodeJS.Timeout | undefined
   #closed = false
 
@@ -116,8 +117,27 @@ export class GitWorkspaces implements WorkspaceProvider {
   }
 
   #update (change: Partial<BaseStatus>): void {
+    const before = this.current(undefined)
     this.#status = { ...this.#status, ...change }
     this.#described = undefined
+    if (this.current(undefined) !== before) {
+      for (const listener of this.#listeners) listener()
+    }
+  }
+
+  /**
+   * A job at BASE_REF (named or not) gets a clone of it at its commit as of the last fetch: one
+   * made ahead of time is the same while the base has not moved.
+   */
+  current (ref: string | undefined): string | undefined {
+    const { state, defaultRef, defaultCommit } = this.#status
+    if (state !== 'ready' || defaultRef === undefined || defaultCommit === undefined) return undefined
+    if (ref !== undefined && ref !== defaultRef) return undefined
+    return `${defaultRef}@${defaultCommit}`
+  }
+
+  onChange (listener: () => void): void {
+    this.#listeners.push(listener)
   }
 
   async prepare (id: string, { ref, signal, restore }: PrepareOptions): Promise<Workspace> {
@@ -159,7 +179,8 @@ export class GitWorkspaces implements WorkspaceProvider {
         // Inside the sandbox the objects it borrows are at fixed paths; the clone's alternates say so.
         await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n${continued ? `${INSIDE.continuedObjects}\n` : ''}`)
       }
-      return this.#workspace(id, path, restore?.tree.final_commit ?? target.commit, target.commit, continued)
+      // A restored workspace is a continuation's own: never one a warm start could stand in for.
+      return this.#workspace(id, path, restore?.tree.final_commit ?? target.commit, target.commit, continued, restore === undefined && name === this.#status.defaultRef ? `${name}@${target.commit}` : undefined)
     } catch (error) {
       await Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)])
       if (signal.aborted || error instanceof WorkspaceError) throw error
@@ -218,7 +239,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     if (tree.head_commit !== tree.final_commit) await git(path, ['reset', '--quiet', tree.head_commit], { signal, trustedConfig: this.#status.hasKey })
   }
 
-  #workspace (id: string, path: string, commit: string, originalBase: string, continued: boolean): Workspace {
+  #workspace (id: string, path: string, commit: string, originalBase: string, continued: boolean, identity: string | undefined): Workspace {
     let disposed: Promise<void> | undefined
     const gitDir = this.#options.folders.collectPathFor(id)
     const mounts: Mount[] = this.#options.sandboxed ? [{ source: join(this.#base, 'objects'), target: INSIDE.baseObjects }] : []
@@ -226,6 +247,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     return {
       path,
       mounts,
+      identity,
       collect: options => this.#collect(path, gitDir, commit, originalBase, options),
       dispose: () => (disposed ??= Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)]).then(() => {})),
     }

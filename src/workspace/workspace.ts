@@ -42,6 +42,11 @@ export interface Workspace {
   readonly path: string
   /** Host paths the agent must be able to read, read-only (e.g. the base's objects). */
   readonly mounts?: readonly Mount[]
+  /**
+   * What it was made as, when made for the default ref (BASE_REF's commit, or an empty folder):
+   * a workspace made ahead of time stands in for a run's only if this is what `current` says now.
+   */
+  readonly identity?: string | undefined
   collect (options: CollectOptions): Promise<Collected>
   /** Removes the workspace. Safe to call more than once; never throws. */
   dispose (): Promise<void>
@@ -81,6 +86,14 @@ export interface WorkspaceProvider {
   /** Resolves when the provider can make workspaces (a git base is cloned); never rejects. */
   readonly ready: Promise<void>
   prepare (id: string, options: PrepareOptions): Promise<Workspace>
+  /**
+   * What `prepare(id, { ref })` would make now, when a workspace made ahead of time (for the
+   * default ref) could stand in for it: its `identity`. Undefined when none can: another ref, a
+   * base not ready. A provider without it has no warm workspaces.
+   */
+  current? (ref: string | undefined): string | undefined
+  /** Calls `listener` whenever what `current` says may have changed (the base was fetched). */
+  onChange? (listener: () => void): void
   /** Health facts about the provider (e.g. the base repository's state), shown by GET /health. */
   describe (): WorkspaceInfo
   /** Waits for background removals; stops timers. */
@@ -242,6 +255,8 @@ async function makeWritable (path: string): Promise<void> {
   for (const name of names) await makeWritable(join(path, name))
 }
 
+const EMPTY = 'empty folder'
+
 /** A fresh, empty folder per run: used when there is no BASE_REPO, and for chat completions. */
 export class DirectoryWorkspaces implements WorkspaceProvider {
   readonly #folders: WorkspaceFolders
@@ -265,10 +280,18 @@ export class DirectoryWorkspaces implements WorkspaceProvider {
     let disposed: Promise<void> | undefined
     return {
       path,
+      identity: EMPTY,
       collect: async () => ({ changes: null }),
       dispose: () => (disposed ??= this.#folders.discard(path)),
     }
   }
+
+  /** Every workspace is the same empty folder: any made ahead of time will do. */
+  current (): string {
+    return EMPTY
+  }
+
+  onChange (): void {}
 
   readonly #info: WorkspaceInfo = { kind: 'directory' }
 

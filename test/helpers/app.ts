@@ -1,4 +1,4 @@
-import { mkdtemp, realpath, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, realpath, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -19,6 +19,17 @@ export const FAKE_CLAUDE_LIBS = fileURLToPath(new URL('../../node_modules', impo
 export async function tempDir (prefix = 'cr-test-'): Promise<string> {
   const dir = await realpath(await mkdtemp(join(tmpdir(), prefix)))
   onTestFinished(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/**
+ * A CLAUDE_CONFIG_TEMPLATE defining agents by these names (`agents/NAME.md`): the CLI lists them
+ * as user agents, so a job may name them with `agent`.
+ */
+export async function agentsTemplate (...names: string[]): Promise<string> {
+  const dir = await tempDir('cr-agents-')
+  await mkdir(join(dir, 'agents'))
+  for (const name of names) await writeFile(join(dir, 'agents', `${name}.md`), `---\nname: ${name}\ndescription: The ${name} agent of a test\n---\nYou are ${name}.\n`)
   return dir
 }
 
@@ -57,6 +68,8 @@ export async function makeApp (overrides: Partial<Config> = {}, deps: AppDeps = 
     logLevel: 'silent',
     shutdownGraceSeconds: 0,
     killGraceSeconds: 2,
+    // Warm agents run in the background of an app: tests that want them ask for them.
+    warmAgents: 0,
     ...overrides,
   })
   const app = await buildApp(config, { logger: false, ...deps })

@@ -25,7 +25,7 @@ export interface ServerOptions {
 /** Starts the real service (src/server.ts) as a process and waits until it listens. */
 export async function startServer (env: Record<string, string>, options: ServerOptions = {}): Promise<Server> {
   const child = spawn(options.node ?? process.execPath, [options.server ?? SERVER], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', WARM_AGENTS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }),
   })
@@ -57,7 +57,7 @@ export async function startServer (env: Record<string, string>, options: ServerO
 export async function refusedServer (env: Record<string, string>, wrapper: string[] = []): Promise<{ code: number | null, stderr: string }> {
   const [bin, ...args] = [...wrapper, process.execPath, SERVER]
   const child = spawn(bin!, args, {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, PORT: '0', AUTH_TOKENS: TOKEN, CLAUDE_BIN: FAKE_CLAUDE, SANDBOX_READ_ONLY: FAKE_CLAUDE_LIBS, LOG_LEVEL: 'info', WARM_AGENTS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   onTestFinished(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
