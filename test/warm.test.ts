@@ -102,6 +102,21 @@ describeEngines('warm starts', engine => {
     expect(metrics).toContain('claude_runner_warm_starts_total{result="miss"} 1')
   })
 
+  it('keep what a warm-started job leaves for its continuation, which itself starts cold', async () => {
+    const repo = makeRepo(await tempDir())
+    const { app } = await makeEngineApp({ baseRepo: repo.origin, baseRefreshSeconds: 0, warmAgents: 1 })
+    await warmReady(app, 1)
+    const first = await run(app, { prompt: '[[fake write notes.txt noted]] [[fake text first]]' })
+    expect(first.status).toBe('completed')
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1 })
+    await warmReady(app, 1)
+    // It restores the first job's tree and session before its CLI starts: no warm CLI can be that.
+    const next = await run(app, { prompt: '[[fake sh cat notes.txt]]', continue_from: first.job_id })
+    expect(next).toMatchObject({ status: 'completed', continued_from: first.job_id, result: { session_id: first.result!.session_id } })
+    expect(next.result!.text).toContain('$ cat notes.txt\nnoted[exit 0]')
+    expect(app.ctx.warm.describe()).toMatchObject({ hits: 1, ready: 1 })
+  })
+
   it('start none while every slot runs, and one as soon as a slot is free', async () => {
     const { app, root } = await makeEngineApp({ warmAgents: 1, maxConcurrency: 1 })
     await warmReady(app, 1)
