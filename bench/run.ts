@@ -227,9 +227,10 @@ async function scale () {
   }))
   const floorRate = total / ((performance.now() - floorStart) / 1000)
   // As before warm starts, then with them (WARM_AGENTS at its default), against the same floor.
+  const loadBefore = loadAverage()
   const cold = await scaleService(total, concurrency, floorRate, '0')
   const { floor_completion_per_second: _floor, ...warm } = await scaleService(total, concurrency, floorRate, '2')
-  return { ...cold, warm }
+  return { ...cold, warm, load_before: loadBefore, load_after: loadAverage() }
 }
 
 async function scaleService (total: number, concurrency: number, floorRate: number, warmAgents: string) {
@@ -1122,7 +1123,8 @@ function report (r: Report): string {
       ...(s.warm === undefined
         ? []
         : [
-            'The same with warm starts on (`WARM_AGENTS=2`; the table above is `WARM_AGENTS=0`), against the same floor:', '',
+            'The same with warm starts on (`WARM_AGENTS=2`; the table above is `WARM_AGENTS=0`), against the same floor.',
+            `Load average (1 / 5 / 15 min) before the services ran: ${s.load_before?.join(' / ') ?? 'unknown'}; after: ${s.load_after?.join(' / ') ?? 'unknown'}.`, '',
             '| | WARM_AGENTS=0 | WARM_AGENTS=2 |', '| --- | --- | --- |',
             `| completed per second | ${s.completion_per_second} | ${s.warm.completion_per_second} |`,
             `| ratio to floor | ${s.ratio} | ${s.warm.ratio} |`,
@@ -1179,6 +1181,7 @@ function report (r: Report): string {
     const { chat, job, miss } = r.warm
     const row = (label: string, stats: { p50: number, p99: number }) => `| ${label} | ${stats.p50} | ${stats.p99} |`
     const load = (values: number[] | undefined) => values === undefined ? 'unknown' : values.join(' / ')
+    const added = (msAdded: number) => msAdded > 0 ? `adds ${round(msAdded)} ms at p50` : `adds nothing measurable at p50 (the difference, ${round(msAdded)} ms, is noise)`
     lines.push('## Warm starts', '',
       'The real CLI (the pinned devDependency) against a local stand-in API, two services side by side: `WARM_AGENTS` on',
       'and `WARM_AGENTS=0`, taking turns with the floors. Each measured request runs alone: the warm service has every warm',
@@ -1198,7 +1201,7 @@ function report (r: Report): string {
       row('warm, back to back (no pause): to the first content delta', chat.back_to_back_to_delta),
       '', `Warm over cold at p50, to the first delta: ${chat.delta_ratio_p50}. Goal: ≤ 0.35: ${verdict(chat.delta_ratio_p50 <= 0.35)}.`,
       `To the model call, p50: ${chat.warm_to_call.p50} ms. Goal: ≤ 150 ms: ${verdict(chat.warm_to_call.p50 <= 150)}.`,
-      ...(chat.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${chat.floor_warm_to_call.p50} ms of that (the warm floor); the service adds ${round(chat.warm_to_call.p50 - chat.floor_warm_to_call.p50)} ms at p50 (HTTP, admission, the queue, the take, the stdin write).`]),
+      ...(chat.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${chat.floor_warm_to_call.p50} ms of that (the warm floor); the service (HTTP, admission, the queue, the take, the stdin write) ${added(chat.warm_to_call.p50 - chat.floor_warm_to_call.p50)}.`]),
       'Back to back, a request takes the CLI its predecessor\'s replacement is still starting: it waits for the rest of that start.', '',
       `### Job at BASE_REF, ${job.files.toLocaleString('en')} files (${job.n} jobs each, after one of each to warm the page cache)`, '',
       '| | p50 ms | p99 ms |', '| --- | --- | --- |',
@@ -1208,7 +1211,7 @@ function report (r: Report): string {
       row('warm: `POST /execute` to the model call', job.warm_to_call),
       row('of which preparing', job.warm_preparing),
       '', `Goal: ≤ 150 ms p50 warm: ${verdict(job.warm_to_call.p50 <= 150)}.`,
-      ...(job.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${job.floor_warm_to_call.p50} ms of that; the service adds ${round(job.warm_to_call.p50 - job.floor_warm_to_call.p50)} ms at p50.`]), '',
+      ...(job.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${job.floor_warm_to_call.p50} ms of that; the service ${added(job.warm_to_call.p50 - job.floor_warm_to_call.p50)}.`]), '',
       `### A cold start while a warm CLI starts (${miss.n} each)`, '',
       'Jobs whose argv is new each time (a `max_turns` of their own) never find a warm CLI. On the warm service each is sent',
       `while a warm CLI is starting (for the argument set used just before; caught starting ${miss.caught_starting} times of ${miss.n}), which the cold start then stops.`, '',
