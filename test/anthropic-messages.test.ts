@@ -6,7 +6,7 @@ import { generateText, streamText } from 'ai'
 import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
 import { listen, appMaker, describeEngines, tempDir, TOKEN } from './helpers/app.ts'
-import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
+import { abortAtFirst, AgentProbe, descendants, expectAllGone, heldAgentGroup } from './helpers/probe.ts'
 
 const echoOf = (text: string) => JSON.parse(text) as { argv: string[], stdin: string | null }
 const user = (content: string) => [{ role: 'user' as const, content }]
@@ -210,17 +210,9 @@ describeEngines('Anthropic Messages', engine => {
       const { client, app } = await messagesApp({ maxConcurrency: 1 })
       const gate = await AgentProbe.start()
       const stream = client.messages.stream({ model: 'haiku', max_tokens: 10, messages: user(`[[fake grandchild]] [[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]`) })
-      await gate.waitStarted(1)
-      const agent = gate.started[0]!.pid
-      const grandchildren = descendants(agent)
-      expect(grandchildren).toHaveLength(1)
-      const first = new Promise<void>(resolve => stream.once('text', () => resolve()))
-      const aborted = new Promise<void>(resolve => stream.once('abort', () => resolve()))
-      gate.releaseOne()
-      await first
-      stream.abort()
-      await aborted
-      await expectAllGone([agent, ...grandchildren])
+      const group = await heldAgentGroup(gate)
+      await abortAtFirst(gate, stream, 'text')
+      await expectAllGone(group)
       await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
 
       const probe = await AgentProbe.start()

@@ -7,7 +7,7 @@ import { describe, expect, it, vi } from 'vitest'
 import type { Config } from '../src/config.ts'
 import type { AppDeps } from '../src/app.ts'
 import { listen, appMaker, describeEngines, tempDir, TOKEN, makeApp as makeAnyApp } from './helpers/app.ts'
-import { AgentProbe, descendants, expectAllGone } from './helpers/probe.ts'
+import { abortAtFirst, AgentProbe, expectAllGone, heldAgentGroup } from './helpers/probe.ts'
 
 const echoOf = (text: string) => JSON.parse(text) as { argv: string[], stdin: string | null }
 
@@ -16,6 +16,18 @@ function recalled (text: string): { resumed: string | null, session_id: string, 
   const line = text.split('\n').find(entry => entry.startsWith('recall '))
   if (line === undefined) throw new Error(`no recall in ${JSON.stringify(text)}`)
   return JSON.parse(line.slice('recall '.length))
+}
+
+/** A stored response whose agent waits before its second delta: in progress until `gate` lets it go. */
+async function inProgress (client: OpenAI) {
+  const gate = await AgentProbe.start()
+  const stream = client.responses.stream({ model: 'haiku', input: `[[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]` })
+  const created = new Promise<string>(resolve => stream.once('response.created', event => resolve(event.response.id)))
+  await gate.waitStarted(1)
+  gate.releaseOne()
+  const id = await created
+  await gate.waitStarted(2)
+  return { gate, id, stream }
 }
 
 describeEngines('OpenAI Responses', engine => {
@@ -219,17 +231,9 @@ describeEngines('OpenAI Responses', engine => {
       const { client, app } = await responsesApp({ maxConcurrency: 1 })
       const gate = await AgentProbe.start()
       const stream = client.responses.stream({ model: 'haiku', input: `[[fake grandchild]] [[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]` })
-      await gate.waitStarted(1)
-      const agent = gate.started[0]!.pid
-      const grandchildren = descendants(agent)
-      expect(grandchildren).toHaveLength(1)
-      const first = new Promise<void>(resolve => stream.once('response.output_text.delta', () => resolve()))
-      const aborted = new Promise<void>(resolve => stream.once('abort', () => resolve()))
-      gate.releaseOne()
-      await first
-      stream.abort()
-      await aborted
-      await expectAllGone([agent, ...grandchildren])
+      const group = await heldAgentGroup(gate)
+      await abortAtFirst(gate, stream, 'response.output_text.delta')
+      await expectAllGone(group)
       await vi.waitFor(() => expect(app.ctx.engine.queue.counts.active).toBe(0))
       expect((await client.responses.create({ model: 'haiku', input: 'hi' })).output_text).toBe('Hi! (fake model)')
     })
@@ -286,14 +290,7 @@ describeEngines('OpenAI Responses', engine => {
 
     it('shows a stored response in progress, which cannot be deleted until it ends', async () => {
       const { client } = await responsesApp()
-      const gate = await AgentProbe.start()
-      const stream = client.responses.stream({ model: 'haiku', input: `[[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]` })
-      const created = new Promise<string>(resolve => stream.once('response.created', event => resolve(event.response.id)))
-      await gate.waitStarted(1)
-      gate.releaseOne()
-      const id = await created
-      // The agent now waits before its second delta.
-      await gate.waitStarted(2)
+      const { gate, id, stream } = await inProgress(client)
       expect(await client.responses.retrieve(id)).toMatchObject({ id, status: 'in_progress', output: [], usage: null })
       const refused = await client.responses.delete(id).then(() => undefined, (e: unknown) => e)
       expect(refused).toBeInstanceOf(APIError)
@@ -367,13 +364,7 @@ describeEngines('OpenAI Responses', engine => {
       await notFound(chat.id)
 
       // The agent of a streamed response waits before its second delta.
-      const gate = await AgentProbe.start()
-      const stream = client.responses.stream({ model: 'haiku', input: `[[fake text a b]] [[fake deltas 2]] [[fake delta-probe ${gate.url}]]` })
-      const created = new Promise<string>(resolve => stream.once('response.created', event => resolve(event.response.id)))
-      await gate.waitStarted(1)
-      gate.releaseOne()
-      const id = await created
-      await gate.waitStarted(2)
+      const { gate, id, stream } = await inProgress(client)
       const busy = await refusal(id)
       expect(busy.status).toBe(409)
       expect(busy.code).toBe('response_in_progress')

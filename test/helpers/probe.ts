@@ -197,3 +197,28 @@ export async function expectAllGone (pids: number[]): Promise<void> {
 export function readPid (path: string): number {
   return Number(readFileSync(path, 'utf8'))
 }
+
+/** The pids of the first agent `gate` holds and of the one grandchild it started (`[[fake grandchild]]`). */
+export async function heldAgentGroup (gate: AgentProbe): Promise<number[]> {
+  await gate.waitStarted(1)
+  const agent = gate.started[0]!.pid
+  const grandchildren = descendants(agent)
+  if (grandchildren.length !== 1) throw new Error(`expected one grandchild of agent ${agent}, found ${grandchildren.length}`)
+  return [agent, ...grandchildren]
+}
+
+/** An SDK stream (openai's or Anthropic's helpers): events by name, and abort. */
+interface AbortableStream {
+  once: (event: any, listener: () => void) => unknown
+  abort: () => void
+}
+
+/** Lets `gate`'s agent go on, aborts `stream` at its first `event`, and waits until the SDK says it aborted. */
+export async function abortAtFirst (gate: AgentProbe, stream: AbortableStream, event: string): Promise<void> {
+  const first = new Promise<void>(resolve => stream.once(event, () => resolve()))
+  const aborted = new Promise<void>(resolve => stream.once('abort', () => resolve()))
+  gate.releaseOne()
+  await first
+  stream.abort()
+  await aborted
+}
