@@ -212,32 +212,50 @@ async function sandbox () {
 }
 
 // --- 3. Scale --------------------------------------------------------------------------------
+// 10,000 no-op jobs through each of two services, WARM_AGENTS=0 (as before warm starts) and
+// WARM_AGENTS=2, against a floor of the same CLI run straight from here. The machine is shared
+// and its load drifts over minutes, so the three take turns in blocks (the floor, then both
+// services in alternating order) and each rate is its total over its blocks.
 async function scale () {
   const total = quick ? 1000 : 10_000
+  const blocks = 5
   const concurrency = 10
   const fast = fixture('fast-claude.sh')
-  // Floor: the same number of runs of the same CLI, 10 at a time, straight from here.
-  const floorStart = performance.now()
-  let next = 0
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < total) {
-      next++
-      await execa(fast, CLI_ARGS, { input: input('bench'), cwd: scratch })
-    }
-  }))
-  const floorRate = total / ((performance.now() - floorStart) / 1000)
-  // As before warm starts, then with them (WARM_AGENTS at its default), against the same floor.
   const loadBefore = loadAverage()
-  const cold = await scaleService(total, concurrency, floorRate, '0')
-  const { floor_completion_per_second: _floor, ...warm } = await scaleService(total, concurrency, floorRate, '2')
-  return { ...cold, warm, load_before: loadBefore, load_after: loadAverage() }
+  const cold = await startScaleService(total, concurrency, '0')
+  const warm = await startScaleService(total, concurrency, '2')
+  let floorSeconds = 0
+  try {
+    for (let block = 0; block < blocks; block++) {
+      const size = Math.floor(total / blocks) + (block < total % blocks ? 1 : 0)
+      const floorStart = performance.now()
+      let next = 0
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (next < size) {
+          next++
+          await execa(fast, CLI_ARGS, { input: input('bench'), cwd: scratch })
+        }
+      }))
+      floorSeconds += (performance.now() - floorStart) / 1000
+      for (const service of block % 2 === 0 ? [cold, warm] : [warm, cold]) await service.block(size)
+    }
+    const floorRate = total / floorSeconds
+    return {
+      ...await cold.result(floorRate),
+      blocks,
+      warm: await warm.result(floorRate),
+      load_before: loadBefore,
+      load_after: loadAverage(),
+    }
+  } finally {
+    await Promise.all([cold.stop(), warm.stop()])
+  }
 }
 
-async function scaleService (total: number, concurrency: number, floorRate: number, warmAgents: string) {
-  const fast = fixture('fast-claude.sh')
+async function startScaleService (total: number, concurrency: number, warmAgents: string) {
   const root = dir(`scale-${warmAgents}`)
   const service = await startService({
-    CLAUDE_BIN: fast,
+    CLAUDE_BIN: fixture('fast-claude.sh'),
     WORKSPACE_ROOT: root,
     MAX_CONCURRENCY: String(concurrency),
     MAX_QUEUE_DEPTH: String(total * 2),
@@ -245,60 +263,68 @@ async function scaleService (total: number, concurrency: number, floorRate: numb
     MAX_RETAINED_BYTES: String(8 * 2 ** 30),
     WARM_AGENTS: warmAgents,
   })
-  try {
-    const warmup = 50
-    await Promise.all(Array.from({ length: warmup }, () => json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'warm-up' }) })))
-    await idle(service.url)
-    const rssBefore = service.rssBytes()
-    const submitStart = performance.now()
-    let submitted = 0
-    let refused = 0
-    await Promise.all(Array.from({ length: 20 }, async () => {
-      while (submitted < total) {
-        submitted++
-        const response = await fetch(`${service.url}/execute`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `job ${submitted}` }) })
-        await response.arrayBuffer()
-        if (response.status !== 202) refused++
+  const warmup = 50
+  await Promise.all(Array.from({ length: warmup }, () => json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'warm-up' }) })))
+  await idle(service.url)
+  const rssBefore = service.rssBytes()
+  let seconds = 0
+  let submitSeconds = 0
+  let submitted = 0
+  let refused = 0
+  return {
+    stop: () => service.stop(),
+    /** `size` jobs from 20 clients at once; done when every one has finished. */
+    block: async (size: number) => {
+      const start = performance.now()
+      let sent = 0
+      await Promise.all(Array.from({ length: 20 }, async () => {
+        while (sent < size) {
+          sent++
+          submitted++
+          const response = await fetch(`${service.url}/execute`, { method: 'POST', headers: { ...AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ prompt: `job ${submitted}` }) })
+          await response.arrayBuffer()
+          if (response.status !== 202) refused++
+        }
+      }))
+      submitSeconds += (performance.now() - start) / 1000
+      await idle(service.url)
+      seconds += (performance.now() - start) / 1000
+    },
+    result: async (floorRate: number) => {
+      const rssAfter = service.rssBytes()
+      // Nothing lost: every job is there, terminal and completed; every workspace is gone.
+      const counts: Record<string, number> = {}
+      let cursor: string | null = null
+      let listed = 0
+      do {
+        const page: { jobs: Array<{ status: string }>, next_cursor: string | null } = await json(`${service.url}/jobs?limit=200${cursor === null ? '' : `&cursor=${cursor}`}`)
+        for (const job of page.jobs) counts[job.status] = (counts[job.status] ?? 0) + 1
+        listed += page.jobs.length
+        cursor = page.next_cursor
+      } while (cursor !== null)
+      // Warm agents' workspaces are there on purpose (jobs/warm-*); a job's must be gone.
+      const leftoverWorkspaces = readdirSync(join(root, 'jobs')).filter(name => !name.startsWith('warm-')).length
+      const warm = (await json(`${service.url}/health`)).warm as { hits: number, misses: number }
+      const serviceRate = submitted / seconds
+      return {
+        jobs: submitted,
+        capacity: concurrency,
+        accepted_per_second: round(submitted / submitSeconds, 0),
+        refused,
+        completion_per_second: round(serviceRate, 1),
+        floor_completion_per_second: round(floorRate, 1),
+        ratio: round(serviceRate / floorRate, 3),
+        listed: listed - warmup,
+        statuses: counts,
+        lost: submitted + warmup - (counts.completed ?? 0),
+        leftover_workspaces: leftoverWorkspaces,
+        rss_before_mib: round(rssBefore / 2 ** 20, 1),
+        rss_after_mib: round(rssAfter / 2 ** 20, 1),
+        rss_per_retained_job_kib: round((rssAfter - rssBefore) / submitted / 1024, 2),
+        warm_hits: warm.hits,
+        warm_misses: warm.misses,
       }
-    }))
-    const submitSeconds = (performance.now() - submitStart) / 1000
-    await idle(service.url)
-    const allSeconds = (performance.now() - submitStart) / 1000
-    const rssAfter = service.rssBytes()
-    // Nothing lost: every job is there, terminal and completed; every workspace is gone.
-    const counts: Record<string, number> = {}
-    let cursor: string | null = null
-    let listed = 0
-    do {
-      const page: { jobs: Array<{ status: string }>, next_cursor: string | null } = await json(`${service.url}/jobs?limit=200${cursor === null ? '' : `&cursor=${cursor}`}`)
-      for (const job of page.jobs) counts[job.status] = (counts[job.status] ?? 0) + 1
-      listed += page.jobs.length
-      cursor = page.next_cursor
-    } while (cursor !== null)
-    // Warm agents' workspaces are there on purpose (jobs/warm-*); a job's must be gone.
-    const leftoverWorkspaces = readdirSync(join(root, 'jobs')).filter(name => !name.startsWith('warm-')).length
-    const warm = (await json(`${service.url}/health`)).warm as { hits: number, misses: number }
-    const serviceRate = total / allSeconds
-    return {
-      jobs: total,
-      capacity: concurrency,
-      accepted_per_second: round(total / submitSeconds, 0),
-      refused,
-      completion_per_second: round(serviceRate, 1),
-      floor_completion_per_second: round(floorRate, 1),
-      ratio: round(serviceRate / floorRate, 3),
-      listed: listed - warmup,
-      statuses: counts,
-      lost: total + warmup - (counts.completed ?? 0),
-      leftover_workspaces: leftoverWorkspaces,
-      rss_before_mib: round(rssBefore / 2 ** 20, 1),
-      rss_after_mib: round(rssAfter / 2 ** 20, 1),
-      rss_per_retained_job_kib: round((rssAfter - rssBefore) / total / 1024, 2),
-      warm_hits: warm.hits,
-      warm_misses: warm.misses,
-    }
-  } finally {
-    await service.stop()
+    },
   }
 }
 
@@ -632,7 +658,8 @@ async function warm () {
   const claude = fileURLToPath(new URL('../node_modules/.bin/claude', import.meta.url))
   const api = await standInApi()
   const env = { CLAUDE_BIN: claude, ANTHROPIC_BASE_URL: api.url, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
-  const agentEnv = { PATH: process.env.PATH!, ANTHROPIC_BASE_URL: api.url, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' }
+  // The floors' CLI also reports its own timings (in its result line, at the cost of a few clock reads).
+  const agentEnv = { PATH: process.env.PATH!, ANTHROPIC_BASE_URL: api.url, ANTHROPIC_API_KEY: 'bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', CLAUDE_CODE_EMIT_STARTUP_TIMING: '1' }
   const floor: Floor = { claude, env: agentEnv, api, bwrap: await Bubblewrap.create({ cli: claude, env: agentEnv, stateDir: dir('warm-floor-state'), readOnly: [] }) }
   try {
     return {
@@ -659,7 +686,7 @@ interface Floor { claude: string, env: Record<string, string>, api: StandIn, bwr
  * model call, for a CLI started now with its prompt (`cold`, timed from before its sandbox is
  * built) or started earlier and idle since its handshake (`warm`). In `workspace` when given.
  */
-async function cliFloor (floor: Floor, how: 'cold' | 'warm', workspace?: { path: string, mounts?: readonly Mount[] | undefined }): Promise<number> {
+async function cliFloor (floor: Floor, how: 'cold' | 'warm', workspace?: { path: string, mounts?: readonly Mount[] | undefined }): Promise<{ call: number, cli: number | undefined, phases: Record<string, number> }> {
   const runDir = dir(`warm-floor-${randomBytes(4).toString('hex')}`)
   const paths: RunPaths = { workspace: workspace?.path ?? join(runDir, 'ws'), config: join(runDir, 'config'), home: join(runDir, 'home'), tmp: join(runDir, 'tmp'), inputs: join(runDir, 'inputs') }
   for (const [name, path] of Object.entries(paths)) if (name !== 'workspace' || workspace === undefined) mkdirSync(path)
@@ -690,7 +717,10 @@ async function cliFloor (floor: Floor, how: 'cold' | 'warm', workspace?: { path:
   const exit = await child
   if (exit.exitCode !== 0) throw new Error(`floor CLI exited ${exit.exitCode}: ${seen.slice(-500)}`)
   rmSync(runDir, { recursive: true, force: true })
-  return at - t0
+  // The CLI's own count, from handling its prompt to its model request built (CLAUDE_CODE_EMIT_STARTUP_TIMING).
+  const own = /"time_to_request_ms":(\d+)/.exec(seen)
+  const phases = /"time_to_request_phases_ms":(\{[^}]*\})/.exec(seen)
+  return { call: at - t0, cli: own === null ? undefined : Number(own[1]), phases: phases === null ? {} : JSON.parse(phases[1]!) as Record<string, number> }
 }
 
 /** Every process under `root` (itself first), from /proc. */
@@ -797,7 +827,8 @@ async function warmChat (env: Record<string, string>, api: StandIn, floor: Floor
   const roots = { cold: dir('warm-chat-cold'), warm: dir('warm-chat-warm') }
   const cold = await startService({ ...env, WORKSPACE_ROOT: roots.cold, WARM_AGENTS: '0' })
   const warmed = await startService({ ...env, WORKSPACE_ROOT: roots.warm, WARM_AGENTS: '2' })
-  const samples = { coldCall: [] as number[], coldDelta: [] as number[], warmCall: [] as number[], warmDelta: [] as number[], backToBackCall: [] as number[], backToBackDelta: [] as number[], floorCold: [] as number[], floorWarm: [] as number[] }
+  const samples = { coldCall: [] as number[], coldDelta: [] as number[], warmCall: [] as number[], warmDelta: [] as number[], backToBackCall: [] as number[], backToBackDelta: [] as number[], floorCold: [] as number[], floorWarm: [] as number[], floorWarmCli: [] as number[] }
+  const phases: Record<string, number[]> = {}
   try {
     // One chat each first: the warm service learns the chat's argument set (that one is a miss).
     await settled(warmed, roots.warm, 1)
@@ -813,8 +844,11 @@ async function warmChat (env: Record<string, string>, api: StandIn, floor: Floor
       }
       await settled(warmed, roots.warm, 2)
       await settled(cold, roots.cold, 0)
-      samples.floorCold.push(await cliFloor(floor, 'cold'))
-      samples.floorWarm.push(await cliFloor(floor, 'warm'))
+      samples.floorCold.push((await cliFloor(floor, 'cold')).call)
+      const warmFloor = await cliFloor(floor, 'warm')
+      samples.floorWarm.push(warmFloor.call)
+      if (warmFloor.cli !== undefined) samples.floorWarmCli.push(warmFloor.cli)
+      for (const [phase, took] of Object.entries(warmFloor.phases)) (phases[phase] ??= []).push(took)
     }
     // One after another, with no pause: each takes the CLI its predecessor's replacement is still starting.
     await settled(warmed, roots.warm, 2)
@@ -832,6 +866,9 @@ async function warmChat (env: Record<string, string>, api: StandIn, floor: Floor
       n,
       floor_cold_to_call: row('floorCold'),
       floor_warm_to_call: row('floorWarm'),
+      floor_warm_cli_own: samples.floorWarmCli.length === 0 ? undefined : row('floorWarmCli'),
+      // Its largest phases, p50 each (names as the CLI gives them).
+      floor_warm_cli_phases_p50: Object.fromEntries(Object.entries(phases).map(([phase, took]) => [phase, stats(took).p50]).sort((a, b) => (b[1] as number) - (a[1] as number)).slice(0, 8)),
       cold_to_call: row('coldCall'),
       cold_to_delta: row('coldDelta'),
       warm_to_call: row('warmCall'),
@@ -849,7 +886,7 @@ async function warmChat (env: Record<string, string>, api: StandIn, floor: Floor
 
 async function warmJob (env: Record<string, string>, api: StandIn, floor: Floor) {
   const files = quick ? 2000 : 30_000
-  const n = quick ? 3 : 10
+  const n = quick ? 3 : 20
   log(`warm: generating a repository of ${files} files`)
   const origin = join(dir('warm-repo'), 'origin.git')
   makeRepo(origin, files)
@@ -857,7 +894,7 @@ async function warmJob (env: Record<string, string>, api: StandIn, floor: Floor)
   const repo = { BASE_REPO: origin, BASE_REFRESH_SECONDS: '0' }
   const cold = await startService({ ...env, ...repo, WORKSPACE_ROOT: roots.cold, WARM_AGENTS: '0' })
   const warmed = await startService({ ...env, ...repo, WORKSPACE_ROOT: roots.warm, WARM_AGENTS: '1' })
-  const samples = { cold: [] as number[], warm: [] as number[], coldPreparing: [] as number[], warmPreparing: [] as number[], floorCold: [] as number[], floorWarm: [] as number[] }
+  const samples = { cold: [] as number[], warm: [] as number[], coldPreparing: [] as number[], warmPreparing: [] as number[], floorCold: [] as number[], floorWarm: [] as number[], floorWarmCli: [] as number[] }
   // The floors' workspace: one made by the service's own code (a shared clone of a bare base), for all of them.
   const folders = new WorkspaceFolders(dir('warm-job-floor'))
   await folders.init()
@@ -896,8 +933,9 @@ async function warmJob (env: Record<string, string>, api: StandIn, floor: Floor)
       const coldFloor = await cliFloor(floor, 'cold', checkout)
       const warmFloor = await cliFloor(floor, 'warm', checkout)
       if (i === 0) continue
-      samples.floorCold.push(coldFloor)
-      samples.floorWarm.push(warmFloor)
+      samples.floorCold.push(coldFloor.call)
+      samples.floorWarm.push(warmFloor.call)
+      if (warmFloor.cli !== undefined) samples.floorWarmCli.push(warmFloor.cli)
     }
     await settled(warmed, roots.warm, 1)
     const memory = { cold: treeMemory(cold.child.pid!), warm: treeMemory(warmed.child.pid!) }
@@ -907,6 +945,7 @@ async function warmJob (env: Record<string, string>, api: StandIn, floor: Floor)
       n,
       floor_cold_cli_to_call: ms(stats(samples.floorCold)),
       floor_warm_to_call: ms(stats(samples.floorWarm)),
+      floor_warm_cli_own: samples.floorWarmCli.length === 0 ? undefined : ms(stats(samples.floorWarmCli)),
       cold_to_call: ms(stats(samples.cold)),
       warm_to_call: ms(stats(samples.warm)),
       cold_preparing: ms(stats(samples.coldPreparing)),
@@ -1107,7 +1146,7 @@ function report (r: Report): string {
     lines.push('## Scale', '',
       `${s.jobs} jobs submitted by 20 concurrent clients to a service with MAX_CONCURRENCY=${s.capacity}, running a CLI stand-in that`,
       'costs as little as a process can (`bench/fixtures/fast-claude.sh`). The floor runs the same CLI the same number of',
-      'times, 10 at a time, straight from the benchmark.', '',
+      `times, 10 at a time, straight from the benchmark. Floor and services take turns in ${s.blocks ?? 1} blocks (the machine's load drifts).`, '',
       '| | value |', '| --- | --- |',
       `| accepted per second | ${s.accepted_per_second} (refused: ${s.refused}) |`,
       `| completed per second | ${s.completion_per_second} |`,
@@ -1123,7 +1162,7 @@ function report (r: Report): string {
       ...(s.warm === undefined
         ? []
         : [
-            'The same with warm starts on (`WARM_AGENTS=2`; the table above is `WARM_AGENTS=0`), against the same floor.',
+            'The same with warm starts on (`WARM_AGENTS=2`; the table above is `WARM_AGENTS=0`), in the same blocks, against the same floor.',
             `Load average (1 / 5 / 15 min) before the services ran: ${s.load_before?.join(' / ') ?? 'unknown'}; after: ${s.load_after?.join(' / ') ?? 'unknown'}.`, '',
             '| | WARM_AGENTS=0 | WARM_AGENTS=2 |', '| --- | --- | --- |',
             `| completed per second | ${s.completion_per_second} | ${s.warm.completion_per_second} |`,
@@ -1193,6 +1232,7 @@ function report (r: Report): string {
       `### Chat completion, streamed (${chat.n} requests each, one after another)`, '',
       '| | p50 ms | p99 ms |', '| --- | --- | --- |',
       ...(chat.floor_cold_to_call === undefined ? [] : [row('floor, cold: the CLI alone, its start to the model call', chat.floor_cold_to_call), row('floor, warm: the CLI alone, idle, its prompt to the model call', chat.floor_warm_to_call)]),
+      ...(chat.floor_warm_cli_own === undefined ? [] : [row('of which the CLI\'s own count, its prompt handled to its request built', chat.floor_warm_cli_own)]),
       row('WARM_AGENTS=0: request to the model call', chat.cold_to_call),
       row('WARM_AGENTS=0: request to the first content delta at the client', chat.cold_to_delta),
       row('warm: request to the model call', chat.warm_to_call),
@@ -1202,10 +1242,12 @@ function report (r: Report): string {
       '', `Warm over cold at p50, to the first delta: ${chat.delta_ratio_p50}. Goal: ≤ 0.35: ${verdict(chat.delta_ratio_p50 <= 0.35)}.`,
       `To the model call, p50: ${chat.warm_to_call.p50} ms. Goal: ≤ 150 ms: ${verdict(chat.warm_to_call.p50 <= 150)}.`,
       ...(chat.floor_warm_to_call === undefined ? [] : [`The CLI alone takes ${chat.floor_warm_to_call.p50} ms of that (the warm floor); the service (HTTP, admission, the queue, the take, the stdin write) ${added(chat.warm_to_call.p50 - chat.floor_warm_to_call.p50)}.`]),
+      ...(chat.floor_warm_cli_phases_p50 === undefined ? [] : [`The CLI's own count (CLAUDE_CODE_EMIT_STARTUP_TIMING, set for the floors only) is work inside the CLI after it has read its prompt; its largest phases, p50 ms: ${Object.entries(chat.floor_warm_cli_phases_p50).map(([phase, took]) => `${phase} ${took}`).join(', ')}.`]),
       'Back to back, a request takes the CLI its predecessor\'s replacement is still starting: it waits for the rest of that start.', '',
       `### Job at BASE_REF, ${job.files.toLocaleString('en')} files (${job.n} jobs each, after one of each to warm the page cache)`, '',
       '| | p50 ms | p99 ms |', '| --- | --- | --- |',
       ...(job.floor_warm_to_call === undefined ? [] : [row('floor, cold: the CLI alone in a ready checkout, its start to the model call', job.floor_cold_cli_to_call), row('floor, warm: the CLI alone in a ready checkout, idle, its prompt to the model call', job.floor_warm_to_call)]),
+      ...(job.floor_warm_cli_own === undefined ? [] : [row('of which the CLI\'s own count, its prompt handled to its request built', job.floor_warm_cli_own)]),
       row('WARM_AGENTS=0: `POST /execute` to the model call', job.cold_to_call),
       row('of which preparing (the checkout)', job.cold_preparing),
       row('warm: `POST /execute` to the model call', job.warm_to_call),
