@@ -2,6 +2,7 @@
 // The real fake CLI, real bwrap, real git; warm processes are found by their process records
 // (WORKSPACE_ROOT/pids/warm-*) and waited for as conditions, never for time.
 import { readdirSync, readFileSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
@@ -15,6 +16,7 @@ import { DirectoryWorkspaces, WorkspaceFolders } from '../src/workspace/workspac
 import { AUTH, FAKE_CLAUDE, agentsTemplate, appMaker, describeEngines, eventTypes, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
+import { json, startServer } from './helpers/server.ts'
 
 /** The host pids (of their sandboxes) of the warm agents waiting now, from their process records. */
 function warmPids (root: string): number[] {
@@ -30,6 +32,12 @@ function warmPids (root: string): number[] {
       return []
     }
   })
+}
+
+/** Every process on the machine whose command line names `root`: a sandbox made under it, or what runs in one. */
+function processesUnder (root: string): number[] {
+  return readdirSync('/proc').filter(name => /^\d+$/.test(name)).map(Number)
+    .filter(pid => pid !== process.pid && commandLine(pid)?.includes(root) === true)
 }
 
 /** The argv each waiting warm agent's CLI was started with, as the process inside its sandbox shows it. */
@@ -150,6 +158,26 @@ describeEngines('warm starts', engine => {
     await app.ctx.drain()
     await expectAllGone([...pids, ...inside])
     expect((await health(app)).warm).toMatchObject({ ready: 0, starting: 0 })
+    expect(readdirSync(join(root, 'jobs'))).toEqual([])
+  })
+
+  it('leave none running after a drain that came while they were still starting', async () => {
+    const { app, root } = await makeEngineApp({ warmAgents: 2 })
+    let drained: Promise<void> | undefined
+    // Drained in the same turn as the first CLI is seen spawned (its process record is written)
+    // but not yet ready: the stage where only the pool knows of it.
+    await vi.waitFor(() => {
+      expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 1 })
+      expect(warmPids(root)).toHaveLength(1)
+      drained = app.ctx.drain()
+    }, { timeout: 30_000, interval: 1 })
+    const [caught] = warmPids(root)
+    const inside = descendants(caught!)
+    await drained
+    expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 0 })
+    await expectAllGone([caught!, ...inside])
+    expect(processesUnder(root)).toEqual([])
+    expect(warmPids(root)).toEqual([])
     expect(readdirSync(join(root, 'jobs'))).toEqual([])
   })
 })
@@ -353,6 +381,24 @@ describe('warm starts', () => {
     const job = await run(app, { prompt: '[[fake text cold]]' })
     expect(job.status).toBe('completed')
     expect(app.ctx.warm.describe()).toEqual({ ready: 0, starting: 0, hits: 0, misses: 0 })
+    expect(warmPids(root)).toEqual([])
+  })
+})
+
+describe('warm starts on shutdown', () => {
+  it('leave no warm agent running once the service exits on SIGTERM, by pid', async () => {
+    const root = await tempDir()
+    const server = await startServer({ WORKSPACE_ROOT: root, WARM_AGENTS: '2' })
+    await vi.waitFor(async () => expect((await json(fetch(`${server.url}/health`))).warm).toMatchObject({ ready: 2, starting: 0 }), { timeout: 30_000, interval: 50 })
+    const pids = warmPids(root)
+    expect(pids).toHaveLength(2)
+    const inside = pids.flatMap(pid => descendants(pid))
+    expect(inside.length).toBeGreaterThanOrEqual(2)
+    server.child.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    await expectAllGone([...pids, ...inside])
+    expect(processesUnder(root)).toEqual([])
+    expect(await readdir(join(root, 'jobs'))).toEqual([])
     expect(warmPids(root)).toEqual([])
   })
 })
