@@ -12,7 +12,7 @@ import { Bubblewrap } from '../src/agent/sandbox.ts'
 import { AgentExecutor, type PreparedRun } from '../src/runner/agent-executor.ts'
 import { WarmPool, type LaneOptions, type WarmLane } from '../src/runner/warm-pool.ts'
 import type { JobView } from '../src/schemas/job.ts'
-import { DirectoryWorkspaces, WorkspaceFolders } from '../src/workspace/workspace.ts'
+import { DirectoryWorkspaces, WorkspaceFolders, type PrepareOptions, type Workspace } from '../src/workspace/workspace.ts'
 import { AUTH, FAKE_CLAUDE, agentsTemplate, appMaker, describeEngines, eventTypes, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
@@ -456,5 +456,85 @@ describe('a warm agent that dies after a run took it, before its prompt', () => 
     expect(spawned).toHaveLength(1)
     expect(spawned[0]).not.toBe(warmPid)
     expect(readdirSync(folders.jobs).filter(name => !name.startsWith('warm-'))).toEqual([])
+  })
+})
+
+/** Empty-folder workspaces whose warm ones are made only once `open` is called: a warm start held mid-way. */
+class GatedWorkspaces extends DirectoryWorkspaces {
+  readonly warmPrepared: string[] = []
+  #open!: () => void
+  readonly #gate = new Promise<void>(resolve => { this.#open = resolve })
+
+  open (): void {
+    this.#open()
+  }
+
+  override async prepare (id: string, options?: PrepareOptions): Promise<Workspace> {
+    if (id.startsWith('warm-')) {
+      await this.#gate
+      this.warmPrepared.push(id)
+    }
+    return super.prepare(id, options)
+  }
+}
+
+/** Process records that also remember, in order, whose CLI was spawned. */
+class SpawnedRecords extends ProcessRecords {
+  readonly spawned: string[] = []
+
+  override record (id: string, pid: number): void {
+    this.spawned.push(id)
+    super.record(id, pid)
+  }
+}
+
+describe('a run starting while a warm agent is being started', () => {
+  it('stops that warm start if the run starts cold, and lets none start until its own CLI has read its prompt', async () => {
+    const folders = new WorkspaceFolders(await tempDir())
+    await folders.init()
+    const env = { PATH: process.env.PATH! }
+    const pool = new WarmPool({ size: 1, maxIdleMs: 600_000, mayStart: () => true, now: Date.now, logger: pino({ level: 'silent' }) })
+    const workspaces = new GatedWorkspaces(folders)
+    // A held warm start would hold the pool's close too.
+    onTestFinished(() => {
+      workspaces.open()
+      return pool.close()
+    })
+    const records = new SpawnedRecords(folders.pids)
+    const executor = new AgentExecutor({
+      bin: FAKE_CLAUDE,
+      sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: folders.sandbox, readOnly: [] }),
+      records,
+      env,
+      configs: { folders },
+      killGraceMs: 1000,
+      maxOutputBytes: 1 << 20,
+      workspaces,
+      warm: { pool, lane: 'jobs', defaultSpec: { prompt: '' } },
+    })
+    await vi.waitFor(() => expect(pool.describe()).toMatchObject({ ready: 0, starting: 1 }))
+    const whileStarting: Array<{ ready: number, starting: number }> = []
+    const outcome = await executor.execute({ id: 'cold-run', spec: { prompt: '[[fake text cold]]', model: 'another-model' } }, {
+      // Its workspace is made and its CLI not yet spawned: the pool is asked to fill its gap, and must not.
+      beforeSpawn: async () => {
+        pool.kick()
+        await new Promise(resolve => setImmediate(resolve))
+        await new Promise(resolve => setImmediate(resolve))
+        const { ready, starting } = pool.describe()
+        whileStarting.push({ ready, starting })
+      },
+    }, new AbortController().signal)
+    expect(outcome).toMatchObject({ status: 'completed', result: { result: 'cold' } })
+    expect(whileStarting).toEqual([{ ready: 0, starting: 0 }])
+    expect(pool.describe()).toMatchObject({ hits: 0, misses: 1 })
+    // Once the run's CLI had read its prompt, the gap was filled again.
+    expect(pool.describe()).toMatchObject({ ready: 0, starting: 1 })
+    workspaces.open()
+    await vi.waitFor(() => expect(pool.describe()).toMatchObject({ ready: 1, starting: 0 }), { timeout: 30_000, interval: 20 })
+    // The start the run stopped never started its CLI: the run's and the replacement's are the only ones.
+    const [stopped, replacement] = workspaces.warmPrepared
+    expect(records.spawned).toEqual(['cold-run', replacement])
+    expect(readdirSync(folders.jobs)).toEqual([replacement])
+    expect(stopped).not.toBe(replacement)
   })
 })
