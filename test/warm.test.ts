@@ -2,6 +2,7 @@
 // The real fake CLI, real bwrap, real git; warm processes are found by their process records
 // (WORKSPACE_ROOT/pids/warm-*) and waited for as conditions, never for time.
 import { readdirSync, readFileSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
@@ -11,10 +12,11 @@ import { Bubblewrap } from '../src/agent/sandbox.ts'
 import { AgentExecutor, type PreparedRun } from '../src/runner/agent-executor.ts'
 import { WarmPool, type LaneOptions, type WarmLane } from '../src/runner/warm-pool.ts'
 import type { JobView } from '../src/schemas/job.ts'
-import { DirectoryWorkspaces, WorkspaceFolders } from '../src/workspace/workspace.ts'
+import { DirectoryWorkspaces, WorkspaceFolders, type PrepareOptions, type Workspace } from '../src/workspace/workspace.ts'
 import { AUTH, FAKE_CLAUDE, agentsTemplate, appMaker, describeEngines, eventTypes, finished, makeApp, record, run, submit, tempDir } from './helpers/app.ts'
 import { AgentProbe, commandLine, descendants, expectAllGone, isRunning } from './helpers/probe.ts'
 import { makeRepo, pushCommit } from './helpers/repos.ts'
+import { json, startServer } from './helpers/server.ts'
 
 /** The host pids (of their sandboxes) of the warm agents waiting now, from their process records. */
 function warmPids (root: string): number[] {
@@ -30,6 +32,12 @@ function warmPids (root: string): number[] {
       return []
     }
   })
+}
+
+/** Every process on the machine whose command line names `root`: a sandbox made under it, or what runs in one. */
+function processesUnder (root: string): number[] {
+  return readdirSync('/proc').filter(name => /^\d+$/.test(name)).map(Number)
+    .filter(pid => pid !== process.pid && commandLine(pid)?.includes(root) === true)
 }
 
 /** The argv each waiting warm agent's CLI was started with, as the process inside its sandbox shows it. */
@@ -150,6 +158,26 @@ describeEngines('warm starts', engine => {
     await app.ctx.drain()
     await expectAllGone([...pids, ...inside])
     expect((await health(app)).warm).toMatchObject({ ready: 0, starting: 0 })
+    expect(readdirSync(join(root, 'jobs'))).toEqual([])
+  })
+
+  it('leave none running after a drain that came while they were still starting', async () => {
+    const { app, root } = await makeEngineApp({ warmAgents: 2 })
+    let drained: Promise<void> | undefined
+    // Drained in the same turn as the first CLI is seen spawned (its process record is written)
+    // but not yet ready: the stage where only the pool knows of it.
+    await vi.waitFor(() => {
+      expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 1 })
+      expect(warmPids(root)).toHaveLength(1)
+      drained = app.ctx.drain()
+    }, { timeout: 30_000, interval: 1 })
+    const [caught] = warmPids(root)
+    const inside = descendants(caught!)
+    await drained
+    expect(app.ctx.warm.describe()).toMatchObject({ ready: 0, starting: 0 })
+    await expectAllGone([caught!, ...inside])
+    expect(processesUnder(root)).toEqual([])
+    expect(warmPids(root)).toEqual([])
     expect(readdirSync(join(root, 'jobs'))).toEqual([])
   })
 })
@@ -357,6 +385,24 @@ describe('warm starts', () => {
   })
 })
 
+describe('warm starts on shutdown', () => {
+  it('leave no warm agent running once the service exits on SIGTERM, by pid', async () => {
+    const root = await tempDir()
+    const server = await startServer({ WORKSPACE_ROOT: root, WARM_AGENTS: '2' })
+    await vi.waitFor(async () => expect((await json(fetch(`${server.url}/health`))).warm).toMatchObject({ ready: 2, starting: 0 }), { timeout: 30_000, interval: 50 })
+    const pids = warmPids(root)
+    expect(pids).toHaveLength(2)
+    const inside = pids.flatMap(pid => descendants(pid))
+    expect(inside.length).toBeGreaterThanOrEqual(2)
+    server.child.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    await expectAllGone([...pids, ...inside])
+    expect(processesUnder(root)).toEqual([])
+    expect(await readdir(join(root, 'jobs'))).toEqual([])
+    expect(warmPids(root)).toEqual([])
+  })
+})
+
 /** A pool that keeps what its lanes hand out, so a test can reach the CLI a run took. */
 class WatchedPool extends WarmPool {
   readonly taken: PreparedRun[] = []
@@ -410,5 +456,85 @@ describe('a warm agent that dies after a run took it, before its prompt', () => 
     expect(spawned).toHaveLength(1)
     expect(spawned[0]).not.toBe(warmPid)
     expect(readdirSync(folders.jobs).filter(name => !name.startsWith('warm-'))).toEqual([])
+  })
+})
+
+/** Empty-folder workspaces whose warm ones are made only once `open` is called: a warm start held mid-way. */
+class GatedWorkspaces extends DirectoryWorkspaces {
+  readonly warmPrepared: string[] = []
+  #open!: () => void
+  readonly #gate = new Promise<void>(resolve => { this.#open = resolve })
+
+  open (): void {
+    this.#open()
+  }
+
+  override async prepare (id: string, options?: PrepareOptions): Promise<Workspace> {
+    if (id.startsWith('warm-')) {
+      await this.#gate
+      this.warmPrepared.push(id)
+    }
+    return super.prepare(id, options)
+  }
+}
+
+/** Process records that also remember, in order, whose CLI was spawned. */
+class SpawnedRecords extends ProcessRecords {
+  readonly spawned: string[] = []
+
+  override record (id: string, pid: number): void {
+    this.spawned.push(id)
+    super.record(id, pid)
+  }
+}
+
+describe('a run starting while a warm agent is being started', () => {
+  it('stops that warm start if the run starts cold, and lets none start until its own CLI has read its prompt', async () => {
+    const folders = new WorkspaceFolders(await tempDir())
+    await folders.init()
+    const env = { PATH: process.env.PATH! }
+    const pool = new WarmPool({ size: 1, maxIdleMs: 600_000, mayStart: () => true, now: Date.now, logger: pino({ level: 'silent' }) })
+    const workspaces = new GatedWorkspaces(folders)
+    // A held warm start would hold the pool's close too.
+    onTestFinished(() => {
+      workspaces.open()
+      return pool.close()
+    })
+    const records = new SpawnedRecords(folders.pids)
+    const executor = new AgentExecutor({
+      bin: FAKE_CLAUDE,
+      sandbox: await Bubblewrap.create({ cli: FAKE_CLAUDE, env, stateDir: folders.sandbox, readOnly: [] }),
+      records,
+      env,
+      configs: { folders },
+      killGraceMs: 1000,
+      maxOutputBytes: 1 << 20,
+      workspaces,
+      warm: { pool, lane: 'jobs', defaultSpec: { prompt: '' } },
+    })
+    await vi.waitFor(() => expect(pool.describe()).toMatchObject({ ready: 0, starting: 1 }))
+    const whileStarting: Array<{ ready: number, starting: number }> = []
+    const outcome = await executor.execute({ id: 'cold-run', spec: { prompt: '[[fake text cold]]', model: 'another-model' } }, {
+      // Its workspace is made and its CLI not yet spawned: the pool is asked to fill its gap, and must not.
+      beforeSpawn: async () => {
+        pool.kick()
+        await new Promise(resolve => setImmediate(resolve))
+        await new Promise(resolve => setImmediate(resolve))
+        const { ready, starting } = pool.describe()
+        whileStarting.push({ ready, starting })
+      },
+    }, new AbortController().signal)
+    expect(outcome).toMatchObject({ status: 'completed', result: { result: 'cold' } })
+    expect(whileStarting).toEqual([{ ready: 0, starting: 0 }])
+    expect(pool.describe()).toMatchObject({ hits: 0, misses: 1 })
+    // Once the run's CLI had read its prompt, the gap was filled again.
+    expect(pool.describe()).toMatchObject({ ready: 0, starting: 1 })
+    workspaces.open()
+    await vi.waitFor(() => expect(pool.describe()).toMatchObject({ ready: 1, starting: 0 }), { timeout: 30_000, interval: 20 })
+    // The start the run stopped never started its CLI: the run's and the replacement's are the only ones.
+    const [stopped, replacement] = workspaces.warmPrepared
+    expect(records.spawned).toEqual(['cold-run', replacement])
+    expect(readdirSync(folders.jobs)).toEqual([replacement])
+    expect(stopped).not.toBe(replacement)
   })
 })
