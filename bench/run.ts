@@ -236,8 +236,11 @@ async function scale () {
           await execa(fast, CLI_ARGS, { input: input('bench'), cwd: scratch })
         }
       }))
-      floorSeconds += (performance.now() - floorStart) / 1000
-      for (const service of block % 2 === 0 ? [cold, warm] : [warm, cold]) await service.block(size)
+      const took = (performance.now() - floorStart) / 1000
+      floorSeconds += took
+      const rates = []
+      for (const service of block % 2 === 0 ? [cold, warm] : [warm, cold]) rates.push(await service.block(size))
+      log(`scale: block ${block + 1}: floor ${round(size / took, 1)}/s, ${block % 2 === 0 ? 'cold then warm' : 'warm then cold'} ${rates.join(', ')}/s`)
     }
     const floorRate = total / floorSeconds
     return {
@@ -266,6 +269,12 @@ async function startScaleService (total: number, concurrency: number, warmAgents
   const warmup = 50
   await Promise.all(Array.from({ length: warmup }, () => json(`${service.url}/execute`, { method: 'POST', body: JSON.stringify({ prompt: 'warm-up' }) })))
   await idle(service.url)
+  // Workspaces are removed after their jobs end: not while another block is timed.
+  const calm = async () => {
+    while (readdirSync(join(root, 'trash')).length > 0) await new Promise(resolve => setTimeout(resolve, 50))
+    await quiet(service.child.pid!)
+  }
+  await calm()
   const rssBefore = service.rssBytes()
   let seconds = 0
   let submitSeconds = 0
@@ -288,7 +297,10 @@ async function startScaleService (total: number, concurrency: number, warmAgents
       }))
       submitSeconds += (performance.now() - start) / 1000
       await idle(service.url)
-      seconds += (performance.now() - start) / 1000
+      const took = (performance.now() - start) / 1000
+      seconds += took
+      await calm()
+      return round(size / took, 1)
     },
     result: async (floorRate: number) => {
       const rssAfter = service.rssBytes()
