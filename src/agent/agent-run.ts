@@ -384,7 +384,8 @@ function outcomeOf (spec: AgentSpec, { exit, result, init, apiError, output, ove
   return { ...base, status: 'failed', error: { code: 'no_result', message: `the CLI exited 0 without a result message${why}${stderrLine ? `: ${stderrLine}` : ''}` } }
 }
 
-function stoppedBy (signal: AbortSignal): Pick<AgentOutcome, 'status' | 'error'> {
+/** How a run ends when its signal aborted it: timed out, or cancelled (and who asked). */
+export function stoppedBy (signal: AbortSignal): Pick<AgentOutcome, 'status' | 'error'> {
   const reason: unknown = signal.reason
   if (reason instanceof RunTimeoutError) return { status: 'timed_out', error: { code: 'timeout', message: reason.message } }
   const message = reason instanceof RunCancelledError ? reason.message : 'the run was cancelled'

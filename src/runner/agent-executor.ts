@@ -1,11 +1,10 @@
 import { cp, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startAgent, type AgentOutcome, type RunError, type StartedAgent } from '../agent/agent-run.ts'
+import { startAgent, stoppedBy, type AgentOutcome, type RunError, type StartedAgent } from '../agent/agent-run.ts'
 import type { AgentSpec } from '../agent/cli-args.ts'
 import type { ProcessRecords } from '../agent/process-records.ts'
 import type { RunPaths, Sandbox } from '../agent/sandbox.ts'
 import type { AgentEvent } from '../agent/stream-json.ts'
-import { RunCancelledError, RunTimeoutError } from '../errors.ts'
 import type { ExecutionPhase } from '../engine/types.ts'
 import type { DiskWatch } from '../workspace/disk.ts'
 import { WorkspaceError, type Collected, type Workspace, type WorkspaceChanges, type WorkspaceFolders, type WorkspaceProvider } from '../workspace/workspace.ts'
@@ -190,7 +189,7 @@ export class AgentExecutor {
         // Stopped during the push (git's abort comes back as a push error) or after collect's last
         // git command: the job ends cancelled or timed out all the same, never push_failed.
         ended = !abortedBefore && signal.aborted
-          ? { ...outcome, ...stoppedStatus(signal), changes }
+          ? { ...outcome, ...stoppedBy(signal), changes }
           : changes?.push != null && 'error' in changes.push
             ? { ...outcome, status: 'failed', error: { code: 'push_failed', message: `the agent finished but its changes could not be pushed: ${changes.push.error}` }, changes }
             : { ...outcome, changes }
@@ -198,7 +197,7 @@ export class AgentExecutor {
         tree = { reason: 'its workspace could not be collected' }
         if (!abortedBefore && signal.aborted) {
           // Cancelled or timed out while collecting: the job ends so, with the agent's result and exit.
-          ended = { ...outcome, ...stoppedStatus(signal), changes: null }
+          ended = { ...outcome, ...stoppedBy(signal), changes: null }
         } else {
           this.#options.onError?.(error, 'collecting the workspace changes')
           ended = outcome.status !== 'completed'
@@ -332,12 +331,6 @@ export class AgentExecutor {
   }
 }
 
-function stoppedStatus (signal: AbortSignal): Pick<ExecuteOutcome, 'status' | 'error'> {
-  const reason: unknown = signal.reason
-  if (reason instanceof RunTimeoutError) return { status: 'timed_out', error: { code: 'timeout', message: reason.message } }
-  return { status: 'cancelled', error: { code: 'cancelled', message: reason instanceof RunCancelledError ? reason.message : 'the run was cancelled' } }
-}
-
 function stopped (signal: AbortSignal): ExecuteOutcome {
-  return { result: null, exit: null, output: emptyOutput(), init: null, changes: null, kept: null, ...stoppedStatus(signal) }
+  return { result: null, exit: null, output: emptyOutput(), init: null, changes: null, kept: null, ...stoppedBy(signal) }
 }

@@ -133,7 +133,7 @@ export class GitWorkspaces implements WorkspaceProvider {
     const { state, defaultRef, defaultCommit } = this.#status
     if (state !== 'ready' || defaultRef === undefined || defaultCommit === undefined) return undefined
     if (ref !== undefined && ref !== defaultRef) return undefined
-    return `${defaultRef}@${defaultCommit}`
+    return baseIdentity(defaultRef, defaultCommit)
   }
 
   onChange (listener: () => void): void {
@@ -180,7 +180,7 @@ export class GitWorkspaces implements WorkspaceProvider {
         await writeFile(join(path, '.git', 'objects', 'info', 'alternates'), `${INSIDE.baseObjects}\n${continued ? `${INSIDE.continuedObjects}\n` : ''}`)
       }
       // A restored workspace is a continuation's own: never one a warm start could stand in for.
-      return this.#workspace(id, path, restore?.tree.final_commit ?? target.commit, target.commit, continued, restore === undefined && name === this.#status.defaultRef ? `${name}@${target.commit}` : undefined)
+      return this.#workspace(id, path, restore?.tree.final_commit ?? target.commit, target.commit, continued, restore === undefined && name === this.#status.defaultRef ? baseIdentity(name, target.commit) : undefined)
     } catch (error) {
       await Promise.all([this.#options.folders.discard(path), this.#options.folders.discard(gitDir)])
       if (signal.aborted || error instanceof WorkspaceError) throw error
@@ -454,4 +454,9 @@ function isLocalPath (repo: string): boolean {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(repo)) return false
   if (isAbsolute(repo) || repo.startsWith('.')) return true
   return !/^[^/]+:/.test(repo)
+}
+
+/** What `current` and a workspace made at BASE_REF call it: the ref and its commit. */
+function baseIdentity (ref: string, commit: string): string {
+  return `${ref}@${commit}`
 }
